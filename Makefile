@@ -1,0 +1,52 @@
+# The two commands: `make run` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install whenever pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+# System packages the tests need, installed with apt when missing (as root).
+APT_PACKAGES :=
+
+.PHONY: run test install system-deps lint typecheck pytest bench-log clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+run: install
+	@echo "Development token (user dev, organization dev, all scopes, 7 days):"
+	@$(BIN)/agentmem-gateway token --user dev --org dev --scopes publish,subscribe,admin --ttl 7d
+	@echo
+	$(BIN)/agentmem-gateway serve
+
+system-deps:
+	@missing=""; for pkg in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing system packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "Run as root (or install:$$missing)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+lint: install
+	$(BIN)/ruff check gateway agents tests loadtest
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install system-deps
+	$(BIN)/pytest
+
+test: install system-deps lint typecheck pytest
+
+bench-log: install
+	$(BIN)/python -m loadtest.bench.log_produce
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

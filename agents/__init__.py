@@ -1,0 +1,1 @@
+"""The memory pipeline: turns events from the stream log into memories."""

@@ -1,0 +1,1 @@
+"""The ``agentmem-gateway`` command line, one module per command group."""

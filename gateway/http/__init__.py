@@ -1,0 +1,1 @@
+"""The HTTP API: ingest, topics, health and metrics routes."""

@@ -1,0 +1,1 @@
+"""Typed schemas of everything that travels: event payloads, the envelope, memory records."""

@@ -1,0 +1,38 @@
+"""The long-lived parts of a running gateway, opened and closed in the app's lifespan."""
+
+from __future__ import annotations
+
+from gateway.auth.tokens import TokenAuthority
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+from gateway.streamlog.embedded import EmbeddedLog
+from gateway.streamlog.interface import StreamLog
+from gateway.streamlog.topics import load_topics
+
+
+def open_log(settings: Settings) -> StreamLog:
+    """The configured stream log backend (not yet opened)."""
+    topics = load_topics(settings.resolved_topics_file)
+    return EmbeddedLog(
+        settings.database_path,
+        topics=topics,
+        durability=settings.durability,
+        queue_limit=settings.produce_queue_limit,
+        commit_max_records=settings.commit_max_records,
+        poll_interval_ms=settings.poll_interval_ms,
+        retention_interval_s=settings.retention_interval_s,
+    )
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tokens = TokenAuthority.from_settings(settings.jwt_secret, settings.data_dir)
+        self.metrics = Metrics()
+        self.log = open_log(settings)
+
+    async def open(self) -> None:
+        await self.log.open()
+
+    async def close(self) -> None:
+        await self.log.close()

@@ -1,0 +1,227 @@
+"""The gateway's settings: one frozen object built once at start.
+
+Each setting comes from, in order of precedence: a command-line flag, an ``AGENTMEM_*``
+environment variable, the default. ``SETTINGS`` below is the single table behind the
+parser, the ``--flags`` of ``serve`` and ``docs/configuration.md`` (a test keeps the
+document in step with it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+StreamBackend = Literal["embedded"]
+Durability = Literal["process", "power"]
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the gateway cannot use; the message names it and the fix."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    stream_backend: StreamBackend = "embedded"
+    durability: Durability = "process"
+    jwt_secret: str | None = None
+    topics_file: Path | None = None
+    max_body_bytes: int = 1_048_576
+    max_event_bytes: int = 262_144
+    max_batch_events: int = 1_000
+    produce_queue_limit: int = 50_000
+    commit_max_records: int = 5_000
+    poll_interval_ms: int = 50
+    retention_interval_s: float = 30.0
+    log_format: LogFormat = "auto"
+    log_level: LogLevel = "info"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "log.sqlite3"
+
+    @property
+    def resolved_topics_file(self) -> Path:
+        return self.topics_file or Path(__file__).with_name("topics.toml")
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+Parser = Callable[[str], Any]
+
+
+def _int_range(low: int, high: int) -> Parser:
+    def parse(raw: str) -> int:
+        value = int(raw.replace("_", ""))
+        if not low <= value <= high:
+            raise ValueError
+        return value
+
+    parse.__doc__ = f"an integer from {low:_} to {high:_}"
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    """a number of seconds greater than 0"""
+    value = float(raw)
+    if not value > 0:
+        raise ValueError
+    return value
+
+
+def _choice(*options: str) -> Parser:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError
+        return value
+
+    parse.__doc__ = "one of " + ", ".join(options)
+    return parse
+
+
+def _path(raw: str) -> Path:
+    """a filesystem path"""
+    if not raw:
+        raise ValueError
+    return Path(raw)
+
+
+def _secret(raw: str) -> str:
+    """a string of at least 16 characters"""
+    if len(raw) < 16:
+        raise ValueError
+    return raw
+
+
+def _host(raw: str) -> str:
+    """an IP address or host name to listen on"""
+    if not raw or any(c.isspace() for c in raw):
+        raise ValueError
+    return raw
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingSpec:
+    field: str
+    parse: Parser
+    help: str
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        return "AGENTMEM_" + self.field.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def accepted(self) -> str:
+        return (self.parse.__doc__ or "").strip()
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("host", _host, "Address the HTTP and WebSocket server listens on."),
+    SettingSpec("port", _int_range(0, 65_535), "TCP port of the server (0 picks a free one)."),
+    SettingSpec("data_dir", _path, "Directory for the embedded log, secrets and caches."),
+    SettingSpec("stream_backend", _choice("embedded"), "Where the stream log lives."),
+    SettingSpec(
+        "durability",
+        _choice("process", "power"),
+        "`process`: an acknowledged record survives a crash or `kill -9` of any process "
+        "(SQLite WAL, synchronous=NORMAL). `power`: it also survives power loss or a kernel "
+        "crash (fsync on every commit; see docs/benchmarks.md for the cost).",
+    ),
+    SettingSpec(
+        "jwt_secret",
+        _secret,
+        "HS256 secret for tokens. Unset: a random development secret is created in "
+        "`<data_dir>/jwt-secret` (mode 0600) and reused.",
+        secret=True,
+    ),
+    SettingSpec("topics_file", _path, "TOML file declaring the topics (default: the built-in one)."),
+    SettingSpec("max_body_bytes", _int_range(1_024, 1 << 30), "Largest HTTP request body."),
+    SettingSpec("max_event_bytes", _int_range(256, 1 << 30), "Largest single event (encoded)."),
+    SettingSpec("max_batch_events", _int_range(1, 100_000), "Most events in one batch request."),
+    SettingSpec(
+        "produce_queue_limit",
+        _int_range(1, 10_000_000),
+        "Most records waiting for a commit; further producers wait until there is room.",
+    ),
+    SettingSpec(
+        "commit_max_records", _int_range(1, 1_000_000), "Most records in one group commit."
+    ),
+    SettingSpec(
+        "poll_interval_ms",
+        _int_range(1, 60_000),
+        "How often a tail checks for records written by another process.",
+    ),
+    SettingSpec(
+        "retention_interval_s", _positive_float, "How often expired records are removed."
+    ),
+    SettingSpec("log_format", _choice("auto", "json", "console"), "`auto`: console on a TTY."),
+    SettingSpec("log_level", _choice("debug", "info", "warning", "error"), "Lowest log level."),
+)
+
+_BY_FIELD = {spec.field: spec for spec in SETTINGS}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None
+) -> Settings:
+    """Build the settings from the environment and command-line overrides.
+
+    ``overrides`` maps field names to the raw strings given as flags (``None``: not given).
+    Raises ``SettingsError`` naming the variable or flag, the value and what is accepted.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for spec in SETTINGS:
+        raw: str | None
+        source: str
+        if overrides is not None and overrides.get(spec.field) is not None:
+            raw, source = overrides[spec.field], spec.flag
+        elif spec.env in environ:
+            raw, source = environ[spec.env], spec.env
+        else:
+            continue
+        assert raw is not None
+        try:
+            values[spec.field] = spec.parse(raw.strip() if not spec.secret else raw)
+        except ValueError:
+            shown = "<hidden>" if spec.secret else repr(raw)
+            raise SettingsError(
+                f"{source}={shown} is not valid: expected {spec.accepted}."
+            ) from None
+    unknown = sorted(
+        k for k in environ if k.startswith("AGENTMEM_") and k[9:].lower() not in _BY_FIELD
+    )
+    if unknown and environ.get("AGENTMEM_ALLOW_UNKNOWN") != "1":
+        # Only variables other parts of the project read are tolerated here.
+        unknown = [k for k in unknown if k not in _KNOWN_ELSEWHERE]
+        if unknown:
+            raise SettingsError(
+                f"Unknown setting {unknown[0]}: accepted variables are "
+                + ", ".join(spec.env for spec in SETTINGS)
+                + " (see docs/configuration.md)."
+            )
+    settings = Settings(**values)
+    if settings.commit_max_records > settings.produce_queue_limit:
+        raise SettingsError(
+            f"AGENTMEM_COMMIT_MAX_RECORDS ({settings.commit_max_records}) must not exceed "
+            f"AGENTMEM_PRODUCE_QUEUE_LIMIT ({settings.produce_queue_limit})."
+        )
+    return settings
+
+
+# Variables read by tests, SDKs or tools rather than by the server itself.
+_KNOWN_ELSEWHERE = frozenset({"AGENTMEM_FLUVIO_ENDPOINT", "AGENTMEM_ALLOW_UNKNOWN"})

@@ -1,0 +1,468 @@
+"""``EmbeddedLog``: the stream log in one SQLite database (aiosqlite, WAL mode).
+
+One connection writes (group commits, retention, consumer offsets, topic creation), under
+one lock; another reads (``read``, tails). Several processes may share the file: SQLite
+serialises their writers, and ``PRAGMA data_version`` tells a process that another one has
+committed, so it reloads the partition cursors before assigning offsets, and a watcher
+wakes its tails within ``poll_interval_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import msgspec
+import structlog
+
+from gateway.errors import InvalidOffset, TopicExists, Unavailable, UnknownTopic
+from gateway.streamlog.embedded import retention
+from gateway.streamlog.embedded.committer import GroupCommitter
+from gateway.streamlog.embedded.schema import SCHEMA, pragmas
+from gateway.streamlog.embedded.tail import EmbeddedTail
+from gateway.streamlog.interface import (
+    Headers,
+    NewRecord,
+    PartitionInfo,
+    Produced,
+    Record,
+    StartPosition,
+    StreamLog,
+    Tail,
+    TopicDescription,
+    TopicSpec,
+)
+from gateway.streamlog.partitioner import Partitioner
+
+logger = structlog.get_logger(__name__)
+_spec_encoder = msgspec.json.Encoder()
+_spec_decoder = msgspec.json.Decoder(TopicSpec)
+_headers_decoder = msgspec.msgpack.Decoder(tuple[tuple[str, bytes], ...])
+
+
+class _Topic:
+    __slots__ = ("id", "partitioner", "spec")
+
+    def __init__(self, topic_id: int, spec: TopicSpec) -> None:
+        self.id = topic_id
+        self.spec = spec
+        self.partitioner = Partitioner(spec.partitions)
+
+
+class EmbeddedLog(StreamLog):
+    """The default stream log backend.
+
+    ``topics`` are created when missing at ``open``; an existing topic keeps its partition
+    count (a different count in the declaration is refused).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        topics: Sequence[TopicSpec] = (),
+        durability: Literal["process", "power"] = "process",
+        queue_limit: int = 50_000,
+        commit_max_records: int = 5_000,
+        poll_interval_ms: int = 50,
+        retention_interval_s: float = 30.0,
+    ) -> None:
+        self.path = path
+        self._declared = list(topics)
+        self._durability = durability
+        self._queue_limit = queue_limit
+        self._commit_max_records = commit_max_records
+        self._poll_interval = poll_interval_ms / 1000
+        self._retention_interval = retention_interval_s
+        # A tail re-checks the table this often even without a wake-up, as a safety net.
+        self.idle_recheck_s = max(1.0, self._poll_interval * 20)
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._topics: dict[str, _Topic] = {}
+        self._names: dict[int, str] = {}
+        self._write_lock = asyncio.Lock()
+        self._wake: dict[int, asyncio.Event] = {}
+        self._committer: GroupCommitter | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._data_version = -1
+        self._closed = False
+        # Partition cursors, shared with the committer (see ``PartitionCursors``).
+        self.next_offset: dict[int, list[int]] = {}
+        self.last_timestamp: dict[int, list[int]] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        self._reader = await self._connect()
+        await self._writer.executescript(SCHEMA)
+        await self._load_topics()
+        for spec in self._declared:
+            await self.create_topic(spec, exist_ok=True)
+        await self.reload(self._writer)
+        self._committer = GroupCommitter(
+            self._writer,
+            self,
+            self._write_lock,
+            self._notify,
+            queue_limit=self._queue_limit,
+            max_records=self._commit_max_records,
+        )
+        self._committer.start()
+        self._tasks = [
+            asyncio.create_task(self._watch(), name="log-watcher"),
+            asyncio.create_task(self._retain(), name="log-retention"),
+        ]
+        logger.info("log_opened", path=str(self.path), durability=self._durability)
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in pragmas(self._durability):
+            await db.execute(pragma)
+        return db
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._committer is not None:
+            await self._committer.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for event in self._wake.values():
+            event.set()
+        for db in (self._reader, self._writer):
+            if db is not None:
+                await db.close()
+        logger.info("log_closed", path=str(self.path))
+
+    @property
+    def queued_records(self) -> int:
+        return 0 if self._committer is None else self._committer.queued_records
+
+    async def check_writable(self) -> None:
+        """Raise ``Unavailable`` unless a write transaction can be taken now."""
+        if self._closed or self._writer is None:
+            raise Unavailable("The stream log is closed.")
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            await self._writer.execute("ROLLBACK")
+
+    # -- topics -------------------------------------------------------------------------------
+
+    async def _load_topics(self) -> None:
+        rows = await self.query("SELECT id, spec FROM topics", ())
+        for topic_id, blob in rows:
+            spec = _spec_decoder.decode(blob)
+            if spec.name not in self._topics:
+                self._topics[spec.name] = _Topic(topic_id, spec)
+                self._names[topic_id] = spec.name
+
+    async def create_topic(self, spec: TopicSpec, *, exist_ok: bool = False) -> None:
+        existing = self._topics.get(spec.name)
+        if existing is not None:
+            if not exist_ok:
+                raise TopicExists(f"Topic {spec.name!r} already exists.")
+            if existing.spec.partitions != spec.partitions:
+                raise TopicExists(
+                    f"Topic {spec.name!r} exists with {existing.spec.partitions} partitions; "
+                    f"it cannot be changed to {spec.partitions}. Declare it with "
+                    f"{existing.spec.partitions} or use a new topic name."
+                )
+            if existing.spec != spec:
+                await self._write(
+                    "UPDATE topics SET spec = ? WHERE id = ?",
+                    (_spec_encoder.encode(spec), existing.id),
+                )
+                existing.spec = spec
+            return
+        db = self._db(self._writer)
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = await db.execute(
+                    "INSERT INTO topics (name, spec) VALUES (?, ?)",
+                    (spec.name, _spec_encoder.encode(spec)),
+                )
+                topic_id = cursor.lastrowid
+                assert topic_id is not None
+                await db.executemany(
+                    "INSERT INTO partition_state VALUES (?, ?, 0, 0, 0, 0)",
+                    [(topic_id, p) for p in range(spec.partitions)],
+                )
+                await db.execute("COMMIT")
+            except Exception:
+                await db.execute("ROLLBACK")
+                raise
+        self._topics[spec.name] = _Topic(topic_id, spec)
+        self._names[topic_id] = spec.name
+        self.next_offset[topic_id] = [0] * spec.partitions
+        self.last_timestamp[topic_id] = [0] * spec.partitions
+
+    def topic(self, name: str) -> TopicSpec:
+        return self._get(name).spec
+
+    def topic_id(self, name: str) -> int:
+        return self._get(name).id
+
+    def topics(self) -> list[TopicSpec]:
+        return [t.spec for t in self._topics.values()]
+
+    def _get(self, name: str) -> _Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            known = ", ".join(sorted(self._topics)) or "none"
+            raise UnknownTopic(f"Unknown topic {name!r}; known topics: {known}.")
+        return topic
+
+    async def describe_topic(self, name: str) -> TopicDescription:
+        topic = self._get(name)
+        states, _ = await self.snapshot(topic.id)
+        return TopicDescription(
+            spec=topic.spec,
+            partitions=[
+                PartitionInfo(partition=p, start_offset=s, end_offset=e)
+                for p, (s, e) in sorted(states.items())
+            ],
+        )
+
+    # -- records ------------------------------------------------------------------------------
+
+    async def produce(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()
+    ) -> Produced:
+        entry = self._get(topic)
+        waiter = await self._committer_or_fail().submit(
+            entry.id, ((entry.partitioner(key), key, value, headers),)
+        )
+        return (await waiter)[0]
+
+    async def produce_batch(self, topic: str, records: Sequence[NewRecord]) -> list[Produced]:
+        if not records:
+            return []
+        entry = self._get(topic)
+        placed = []
+        for record in records:
+            partition = record.partition
+            if partition is None:
+                partition = entry.partitioner(record.key)
+            elif not 0 <= partition < entry.spec.partitions:
+                raise InvalidOffset(
+                    f"Topic {topic!r} has partitions 0 to {entry.spec.partitions - 1}; "
+                    f"partition {partition} does not exist."
+                )
+            placed.append((partition, record.key, record.value, record.headers))
+        waiter = await self._committer_or_fail().submit(entry.id, placed)
+        return await waiter
+
+    def _committer_or_fail(self) -> GroupCommitter:
+        if self._committer is None or self._closed:
+            raise Unavailable("The stream log is closed; retry against a running gateway.")
+        return self._committer
+
+    async def read(
+        self, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[Record]:
+        spec = self.topic(topic)
+        if not 0 <= partition < spec.partitions:
+            raise InvalidOffset(
+                f"Topic {topic!r} has partitions 0 to {spec.partitions - 1}; "
+                f"partition {partition} does not exist."
+            )
+        if offset < 0:
+            raise InvalidOffset(f"Offset {offset} is negative; offsets start at 0.")
+        rows = await self.query(
+            'SELECT partition, "offset", timestamp, key, value, headers FROM records '
+            'WHERE topic_id = ? AND partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?',
+            (self.topic_id(topic), partition, offset, max_records),
+        )
+        return [self.row_to_record(topic, row) for row in rows]
+
+    def tail(
+        self,
+        topic: str,
+        partitions: Sequence[int] | None = None,
+        start: StartPosition = "end",
+        *,
+        max_batch: int = 500,
+    ) -> Tail:
+        return EmbeddedTail(self, topic, partitions, start, max_batch)
+
+    # -- consumer offsets ------------------------------------------------------------------------
+
+    async def commit_offsets(self, consumer: str, topic: str, offsets: Mapping[int, int]) -> None:
+        topic_id = self.topic_id(topic)
+        now = _now_ms()
+        await self._write(
+            'INSERT INTO consumer_offsets (consumer, topic_id, partition, "offset", updated_at) '
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer, topic_id, partition) "
+            'DO UPDATE SET "offset" = excluded."offset", updated_at = excluded.updated_at',
+            [(consumer, topic_id, p, o, now) for p, o in offsets.items()],
+            many=True,
+        )
+
+    async def fetch_offsets(self, consumer: str, topic: str) -> dict[int, int]:
+        rows = await self.query(
+            'SELECT partition, "offset" FROM consumer_offsets WHERE consumer = ? AND topic_id = ?',
+            (consumer, self.topic_id(topic)),
+        )
+        return {partition: offset for partition, offset in rows}
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def enforce_retention(self) -> int:
+        """Remove expired records and records over a size cap now; returns how many."""
+        removed = 0
+        for topic in list(self._topics.values()):
+            removed += await retention.enforce(self, topic.id, topic.spec)
+        return removed
+
+    async def _retain(self) -> None:
+        while True:
+            await asyncio.sleep(self._retention_interval)
+            try:
+                removed = await self.enforce_retention()
+            except Exception:
+                logger.exception("retention_failed")
+            else:
+                if removed:
+                    logger.info("retention_removed", records=removed)
+
+    # -- shared with the committer, tails and retention -----------------------------------------
+
+    def _db(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
+        if db is None:
+            raise Unavailable("The stream log is not open.")
+        return db
+
+    async def query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        rows = await self._db(self._reader).execute_fetchall(sql, params)
+        return list(rows)
+
+    async def _write(self, sql: str, params: Any, *, many: bool = False) -> None:
+        db = self._db(self._writer)
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                if many:
+                    await db.executemany(sql, params)
+                else:
+                    await db.execute(sql, params)
+                await db.execute("COMMIT")
+            except Exception:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def write_in_transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run statements in one write transaction under the write lock."""
+        db = self._db(self._writer)
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    await db.execute(sql, params)
+                await db.execute("COMMIT")
+            except Exception:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def snapshot(self, topic_id: int) -> tuple[dict[int, tuple[int, int]], int]:
+        """(start, end) offsets of each partition and the highest record id, consistently."""
+        # One statement reads one consistent snapshot of both tables.
+        rows = await self.query(
+            "SELECT partition, start_offset, next_offset, "
+            "(SELECT seq FROM sqlite_sequence WHERE name = 'records') "
+            "FROM partition_state WHERE topic_id = ?",
+            (topic_id,),
+        )
+        top = rows[0][3] if rows else 0
+        return {p: (s, e) for p, s, e, _ in rows}, int(top or 0)
+
+    def row_to_record(self, topic: str, row: Sequence[Any]) -> Record:
+        partition, offset, timestamp, key, value, headers = row
+        return Record(
+            topic,
+            partition,
+            offset,
+            timestamp,
+            key,
+            value,
+            _headers_decoder.decode(headers) if headers else (),
+        )
+
+    def wake_event(self, topic_id: int) -> asyncio.Event:
+        event = self._wake.get(topic_id)
+        if event is None:
+            event = self._wake[topic_id] = asyncio.Event()
+        return event
+
+    def wake(self, topic_id: int) -> None:
+        event = self._wake.pop(topic_id, None)
+        if event is not None:
+            event.set()
+
+    def _notify(self, topic_ids: set[int]) -> None:
+        for topic_id in topic_ids:
+            self.wake(topic_id)
+
+    async def reload_if_changed(self, db: aiosqlite.Connection) -> None:
+        version = await _data_version(db)
+        if version != self._data_version:
+            await self.reload(db)
+            self._data_version = version
+
+    async def reload(self, db: aiosqlite.Connection) -> None:
+        """Read the partition cursors back from the database (after another writer)."""
+        rows = await db.execute_fetchall(
+            "SELECT topic_id, partition, next_offset, last_timestamp FROM partition_state", ()
+        )
+        for topic_id, partition, next_offset, last_ts in rows:
+            if topic_id not in self.next_offset:
+                spec_rows = await db.execute_fetchall(
+                    "SELECT spec FROM topics WHERE id = ?", (topic_id,)
+                )
+                spec = _spec_decoder.decode(next(iter(spec_rows))[0])
+                self._topics[spec.name] = _Topic(topic_id, spec)
+                self._names[topic_id] = spec.name
+                self.next_offset[topic_id] = [0] * spec.partitions
+                self.last_timestamp[topic_id] = [0] * spec.partitions
+            self.next_offset[topic_id][partition] = next_offset
+            self.last_timestamp[topic_id][partition] = last_ts
+        self._data_version = await _data_version(db)
+
+    async def _watch(self) -> None:
+        """Wake every tail when another connection or process has committed."""
+        reader = self._db(self._reader)
+        seen = await _data_version(reader)
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            if not self._wake:
+                continue
+            try:
+                version = await _data_version(reader)
+            except Exception:
+                logger.exception("log_watch_failed")
+                continue
+            if version != seen:
+                seen = version
+                await self._load_topics()
+                for topic_id in list(self._wake):
+                    self.wake(topic_id)
+
+
+async def _data_version(db: aiosqlite.Connection) -> int:
+    rows = await db.execute_fetchall("PRAGMA data_version", ())
+    return int(next(iter(rows))[0])
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,275 @@
+"""The embedded log's contract: dense offsets, durable produce, tails, offsets, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import InvalidOffset, TopicExists, UnknownTopic
+from gateway.streamlog.embedded import EmbeddedLog
+from gateway.streamlog.interface import NewRecord, Record, Tail, TopicSpec
+from gateway.streamlog.partitioner import partition_for_key
+
+
+async def collect(tail: Tail, count: int, timeout: float = 10.0) -> list[Record]:
+    records: list[Record] = []
+
+    async def run() -> None:
+        async for batch in tail:
+            records.extend(batch)
+            if len(records) >= count:
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return records
+
+
+async def test_offsets_dense_and_ordered_under_50_concurrent_producers(log: EmbeddedLog) -> None:
+    async def producer(n: int) -> list[tuple[int, int, bytes]]:
+        out = []
+        for i in range(40):
+            value = b"p%d-%d" % (n, i)
+            where = await log.produce("events", b"key-%d" % (n % 7), value)
+            out.append((where.partition, where.offset, value))
+        return out
+
+    results = [r for batch in await asyncio.gather(*(producer(n) for n in range(50))) for r in batch]
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for partition, offset, _ in results:
+        by_partition[partition].append(offset)
+    for offsets in by_partition.values():
+        assert sorted(offsets) == list(range(len(offsets)))
+    for partition, offset, value in results:
+        [record] = await log.read("events", partition, offset, 1)
+        assert record.value == value and record.offset == offset
+    # Each producer's records of one key stay in the order they were acknowledged.
+    for n in range(50):
+        mine = [(p, o) for p, o, v in results if v.startswith(b"p%d-" % n)]
+        assert mine == sorted(mine)
+
+
+async def test_key_lands_on_fluvio_partition(log: EmbeddedLog) -> None:
+    for key in (b"user-1", b"alice", b"org-7/user-3"):
+        where = await log.produce("events", key, b"x")
+        assert where.partition == partition_for_key(key, 4)
+
+
+async def test_batch_is_atomic_and_ordered(log: EmbeddedLog) -> None:
+    produced = await log.produce_batch(
+        "single", [NewRecord(value=b"v%d" % i) for i in range(100)]
+    )
+    assert [p.offset for p in produced] == list(range(100))
+    records = await log.read("single", 0, 0, 1000)
+    assert [r.value for r in records] == [b"v%d" % i for i in range(100)]
+    with pytest.raises(InvalidOffset):
+        await log.produce_batch("single", [NewRecord(value=b"x", partition=3)])
+
+
+async def test_headers_and_keys_round_trip(log: EmbeddedLog) -> None:
+    await log.produce("single", b"k", b"v", headers=(("trace", b"abc"),))
+    [record] = await log.read("single", 0, 0, 10)
+    assert record.key == b"k" and record.headers == (("trace", b"abc"),)
+    assert abs(record.timestamp - time.time() * 1000) < 5_000
+
+
+async def test_describe_reports_start_and_end(log: EmbeddedLog) -> None:
+    for _ in range(3):
+        await log.produce("single", None, b"x")
+    description = await log.describe_topic("single")
+    assert [(p.start_offset, p.end_offset) for p in description.partitions] == [(0, 3)]
+
+
+async def test_unknown_topic_names_known_ones(log: EmbeddedLog) -> None:
+    with pytest.raises(UnknownTopic, match="known topics: events, single"):
+        await log.produce("nope", None, b"x")
+
+
+async def test_create_topic_refuses_duplicates_and_partition_changes(log: EmbeddedLog) -> None:
+    await log.create_topic(TopicSpec(name="fresh", partitions=2))
+    with pytest.raises(TopicExists):
+        await log.create_topic(TopicSpec(name="fresh", partitions=2))
+    with pytest.raises(TopicExists, match="cannot be changed"):
+        await log.create_topic(TopicSpec(name="fresh", partitions=3), exist_ok=True)
+    assert "fresh" in {t.name for t in log.topics()}
+
+
+@pytest.mark.parametrize("start", ["beginning", "end", "offsets"])
+async def test_tail_switch_over_has_no_gap_or_duplicate(log: EmbeddedLog, start: str) -> None:
+    before = [await log.produce("events", b"k%d" % (i % 5), b"old-%d" % i) for i in range(200)]
+    start_pos: object = start
+    if start == "offsets":
+        start_pos = {p: 10 for p in range(4)}
+    tail = log.tail("events", start=start_pos, max_batch=37)  # type: ignore[arg-type]
+    await tail.start()  # type: ignore[attr-defined]
+    expected_before = {
+        "beginning": len(before),
+        "end": 0,
+        "offsets": sum(1 for w in before if w.offset >= 10),
+    }[start]
+
+    async def produce_live() -> None:
+        for i in range(300):
+            await log.produce("events", b"k%d" % (i % 5), b"new-%d" % i)
+            if i % 50 == 0:
+                await asyncio.sleep(0.01)
+
+    producer = asyncio.create_task(produce_live())
+    records = await collect(tail, expected_before + 300)
+    await producer
+    await tail.aclose()
+    seen: dict[int, list[int]] = defaultdict(list)
+    for record in records:
+        seen[record.partition].append(record.offset)
+    for partition, offsets in seen.items():
+        first = {"beginning": 0, "end": None, "offsets": 10}[start]
+        if first is not None:
+            assert offsets[0] == first
+        assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), partition
+    assert sum(1 for r in records if r.value.startswith(b"new-")) == 300
+    assert len(records) == expected_before + 300
+
+
+async def test_tail_positions_and_bad_partitions(log: EmbeddedLog) -> None:
+    await log.produce_batch("events", [NewRecord(value=b"x", partition=2)] * 3)
+    tail = log.tail("events", start="end")
+    assert await tail.start() == {0: 0, 1: 0, 2: 3, 3: 0}  # type: ignore[attr-defined]
+    with pytest.raises(InvalidOffset):
+        log.tail("events", partitions=[9])
+    bad = log.tail("events", start={0: -1})
+    with pytest.raises(InvalidOffset):
+        await bad.start()  # type: ignore[attr-defined]
+
+
+async def test_closed_tail_stops_iterating(log: EmbeddedLog) -> None:
+    tail = log.tail("single", start="end")
+
+    async def drain() -> int:
+        n = 0
+        async for batch in tail:
+            n += len(batch)
+        return n
+
+    task = asyncio.create_task(drain())
+    await asyncio.sleep(0.05)
+    await tail.aclose()
+    assert await asyncio.wait_for(task, 5) == 0
+
+
+async def test_consumer_offsets_resume(log: EmbeddedLog) -> None:
+    await log.produce_batch("single", [NewRecord(value=b"v%d" % i) for i in range(10)])
+    assert await log.fetch_offsets("worker", "single") == {}
+    first = await collect(log.tail("single", start="beginning"), 4)
+    await log.commit_offsets("worker", "single", {0: first[3].offset + 1})
+    committed = await log.fetch_offsets("worker", "single")
+    assert committed == {0: 4}
+    rest = await collect(log.tail("single", start=committed), 6)
+    assert [r.value for r in rest] == [b"v%d" % i for i in range(4, 10)]
+    await log.commit_offsets("worker", "single", {0: 10})
+    assert await log.fetch_offsets("worker", "single") == {0: 10}
+    assert await log.fetch_offsets("other", "single") == {}
+
+
+async def test_retention_removes_only_expired_records(tmp_path: Path) -> None:
+    spec = TopicSpec(name="short", partitions=2, retention_ms=400)
+    log = EmbeddedLog(tmp_path / "r.sqlite3", topics=[spec], retention_interval_s=3600)
+    await log.open()
+    try:
+        await log.produce_batch("short", [NewRecord(value=b"old", partition=p % 2) for p in range(10)])
+        await asyncio.sleep(0.6)
+        await log.produce_batch("short", [NewRecord(value=b"new", partition=p % 2) for p in range(6)])
+        assert await log.enforce_retention() == 10
+        description = await log.describe_topic("short")
+        assert [(p.start_offset, p.end_offset) for p in description.partitions] == [(5, 8), (5, 8)]
+        for partition in (0, 1):
+            records = await log.read("short", partition, 0, 100)
+            assert [r.value for r in records] == [b"new"] * 3
+            assert [r.offset for r in records] == [5, 6, 7]
+        # An emptied partition keeps counting from where it was.
+        await asyncio.sleep(0.6)
+        assert await log.enforce_retention() == 6
+        where = await log.produce("short", None, b"later")
+        assert where.offset == 8
+        # A tail asking for removed offsets starts at the oldest stored record.
+        tail = log.tail("short", partitions=[where.partition], start={where.partition: 0})
+        [record] = await collect(tail, 1)
+        assert record.offset == 8
+    finally:
+        await log.close()
+
+
+async def test_size_cap_removes_oldest(tmp_path: Path) -> None:
+    spec = TopicSpec(name="capped", partitions=1, max_partition_bytes=1_000)
+    log = EmbeddedLog(tmp_path / "c.sqlite3", topics=[spec])
+    await log.open()
+    try:
+        await log.produce_batch("capped", [NewRecord(value=b"x" * 100) for _ in range(25)])
+        assert await log.enforce_retention() == 15
+        description = await log.describe_topic("capped")
+        assert description.partitions[0].start_offset == 15
+    finally:
+        await log.close()
+
+
+async def test_reopen_keeps_records_and_offsets(tmp_path: Path) -> None:
+    path = tmp_path / "again.sqlite3"
+    spec = TopicSpec(name="t", partitions=2)
+    async with EmbeddedLog(path, topics=[spec]) as log:
+        await log.produce_batch("t", [NewRecord(value=b"a", partition=1)] * 5)
+    async with EmbeddedLog(path, topics=[spec]) as log:
+        where = await log.produce("t", None, b"b")
+        where2 = await log.produce("t", None, b"c")
+        assert {(where.partition, where.offset), (where2.partition, where2.offset)} == {(0, 0), (1, 5)}
+
+
+async def test_another_process_sees_and_extends_the_log(log: EmbeddedLog, tmp_path: Path) -> None:
+    """A second process (the CLI) writes to the same file; offsets stay dense, tails wake."""
+    await log.produce_batch("single", [NewRecord(value=b"mine")] * 3)
+    tail = log.tail("single", start="end")
+    await tail.start()  # type: ignore[attr-defined]
+    script = (
+        "import asyncio, sys\n"
+        "from gateway.streamlog.embedded import EmbeddedLog\n"
+        "from pathlib import Path\n"
+        "async def main():\n"
+        "    async with EmbeddedLog(Path(sys.argv[1])) as log:\n"
+        "        for i in range(5):\n"
+        "            await log.produce('single', None, b'theirs')\n"
+        "asyncio.run(main())\n"
+    )
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", script, str(log.path)], check=True, env=os.environ)
+    records = await collect(tail, 5, timeout=5)
+    assert time.monotonic() - started < 5
+    assert [r.offset for r in records] == [3, 4, 5, 6, 7]
+    where = await log.produce("single", None, b"mine-again")
+    assert where.offset == 8
+    await tail.aclose()
+
+
+async def test_produce_after_close_is_unavailable(tmp_path: Path) -> None:
+    from gateway.errors import Unavailable
+
+    log = EmbeddedLog(tmp_path / "closed.sqlite3", topics=[TopicSpec(name="t", partitions=1)])
+    await log.open()
+    await log.close()
+    with pytest.raises(Unavailable):
+        await log.produce("t", None, b"x")
+
+
+async def test_full_queue_makes_producers_wait_not_fail(tmp_path: Path) -> None:
+    log = EmbeddedLog(
+        tmp_path / "q.sqlite3",
+        topics=[TopicSpec(name="t", partitions=1)],
+        queue_limit=10,
+        commit_max_records=5,
+    )
+    async with log:
+        results = await asyncio.gather(*(log.produce("t", None, b"%d" % i) for i in range(200)))
+        assert sorted(r.offset for r in results) == list(range(200))
