@@ -10,7 +10,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.http_requests = Counter(
-            "agentmem_http_requests_total", "HTTP requests by route and status", ["route", "status"],
+            "agentmem_http_requests_total",
+            "HTTP requests by route and status",
+            ["route", "status"],
             registry=r,
         )
         self.produced = Counter(

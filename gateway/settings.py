@@ -96,8 +96,8 @@ def _path(raw: str) -> Path:
 
 
 def _secret(raw: str) -> str:
-    """a string of at least 16 characters"""
-    if len(raw) < 16:
+    """a string of at least 32 characters"""
+    if len(raw) < 32:
         raise ValueError
     return raw
 
@@ -148,7 +148,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "`<data_dir>/jwt-secret` (mode 0600) and reused.",
         secret=True,
     ),
-    SettingSpec("topics_file", _path, "TOML file declaring the topics (default: the built-in one)."),
+    SettingSpec(
+        "topics_file", _path, "TOML file declaring the topics (default: the built-in one)."
+    ),
     SettingSpec("max_body_bytes", _int_range(1_024, 1 << 30), "Largest HTTP request body."),
     SettingSpec("max_event_bytes", _int_range(256, 1 << 30), "Largest single event (encoded)."),
     SettingSpec("max_batch_events", _int_range(1, 100_000), "Most events in one batch request."),
@@ -165,9 +167,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _int_range(1, 60_000),
         "How often a tail checks for records written by another process.",
     ),
-    SettingSpec(
-        "retention_interval_s", _positive_float, "How often expired records are removed."
-    ),
+    SettingSpec("retention_interval_s", _positive_float, "How often expired records are removed."),
     SettingSpec("log_format", _choice("auto", "json", "console"), "`auto`: console on a TTY."),
     SettingSpec("log_level", _choice("debug", "info", "warning", "error"), "Lowest log level."),
 )
@@ -225,3 +225,19 @@ def load_settings(
 
 # Variables read by tests, SDKs or tools rather than by the server itself.
 _KNOWN_ELSEWHERE = frozenset({"AGENTMEM_FLUVIO_ENDPOINT", "AGENTMEM_ALLOW_UNKNOWN"})
+
+
+def configuration_table() -> str:
+    """The Markdown table of ``docs/configuration.md`` (kept in step by a test)."""
+    defaults = Settings()
+    lines = [
+        "| variable | flag | default | accepted | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for spec in SETTINGS:
+        default = getattr(defaults, spec.field)
+        shown = "unset" if default is None else f"`{default}`"
+        lines.append(
+            f"| `{spec.env}` | `{spec.flag}` | {shown} | {spec.accepted} | {spec.help} |"
+        )
+    return "\n".join(lines) + "\n"

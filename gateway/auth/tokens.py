@@ -88,7 +88,9 @@ class TokenAuthority:
         except jwt.ExpiredSignatureError:
             raise Unauthorized("The token has expired; mint a new one.") from None
         except jwt.InvalidSignatureError:
-            raise Unauthorized("The token's signature does not match this gateway's secret.") from None
+            raise Unauthorized(
+                "The token's signature does not match this gateway's secret."
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
             raise Unauthorized(f"The token lacks the {exc.claim!r} claim.") from None
         except jwt.InvalidTokenError as exc:

@@ -13,7 +13,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, fields: Iterable[str] | None = None) -> None:
+def add_settings_flags(
+    parser: argparse.ArgumentParser, fields: Iterable[str] | None = None
+) -> None:
     """Add ``--flag`` overrides for the given settings (all when ``None``)."""
     wanted = None if fields is None else set(fields)
     group = parser.add_argument_group("settings (override AGENTMEM_* variables)")
@@ -29,9 +31,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, fields: Iterable[str] | 
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides = {
-        spec.field: getattr(args, f"setting_{spec.field}", None) for spec in SETTINGS
-    }
+    overrides = {spec.field: getattr(args, f"setting_{spec.field}", None) for spec in SETTINGS}
     return load_settings(overrides=overrides)
 
 

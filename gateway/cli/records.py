@@ -14,6 +14,7 @@ import msgspec
 
 from gateway.cli.common import EXIT_FAILED, EXIT_USAGE, add_settings_flags, fail, settings_from_args
 from gateway.errors import GatewayError
+from gateway.logging import configure_logging
 from gateway.schemas.envelope import (
     check_topic,
     decode_json,
@@ -23,6 +24,7 @@ from gateway.schemas.envelope import (
 )
 from gateway.schemas.record_view import view
 from gateway.services import open_log
+from gateway.settings import Settings
 from gateway.streamlog.interface import StartPosition, StreamLog
 
 _encoder = msgspec.json.Encoder()
@@ -57,7 +59,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     consume.add_argument(
         "-B", "--from-beginning", action="store_true", help="start at the oldest record"
     )
-    consume.add_argument("-p", "--partition", type=int, action="append", help="only this partition (repeatable)")
+    consume.add_argument(
+        "-p", "--partition", type=int, action="append", help="only this partition (repeatable)"
+    )
     consume.add_argument("--offset", type=int, help="start at this offset (per chosen partition)")
     consume.add_argument("-n", "--count", type=int, help="stop after this many records")
     consume.add_argument(
@@ -67,8 +71,15 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     consume.set_defaults(handler=run_consume)
 
 
-def run_produce(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings; log lines go to stderr so that stdout carries only JSON lines."""
     settings = settings_from_args(args)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def run_produce(args: argparse.Namespace) -> int:
+    settings = _settings(args)
 
     async def main() -> int:
         failed = 0
@@ -117,7 +128,7 @@ def run_produce(args: argparse.Namespace) -> int:
 
 
 def run_consume(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
+    settings = _settings(args)
     if args.count is not None and args.count < 1:
         return fail("--count must be at least 1", EXIT_USAGE)
     if args.offset is not None and args.offset < 0:

@@ -51,5 +51,7 @@ async def _serve(server: uvicorn.Server) -> None:
         for listener in server.servers:
             for sock in listener.sockets:
                 host, port = sock.getsockname()[:2]
-                logger.info("listening", url=f"http://{host}:{port}", console=f"http://{host}:{port}/")
+                logger.info(
+                    "listening", url=f"http://{host}:{port}", console=f"http://{host}:{port}/"
+                )
     await task

@@ -9,7 +9,9 @@ import msgspec
 
 from gateway.cli.common import EXIT_USAGE, add_settings_flags, fail, settings_from_args
 from gateway.errors import GatewayError
+from gateway.logging import configure_logging
 from gateway.services import open_log
+from gateway.settings import Settings
 from gateway.streamlog.interface import TopicSpec
 from gateway.streamlog.topics import parse_duration_ms, parse_size, validate_topic_name
 
@@ -48,9 +50,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.set_defaults(handler=run_create)
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings; log lines go to stderr so that stdout carries only the output."""
+    settings = settings_from_args(args)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
 def run_list(args: argparse.Namespace) -> int:
     async def main() -> None:
-        async with open_log(settings_from_args(args)) as log:
+        async with open_log(_settings(args)) as log:
             for spec in sorted(log.topics(), key=lambda s: s.name):
                 print(
                     f"{spec.name:<20} partitions={spec.partitions:<4} "
@@ -63,7 +72,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_describe(args: argparse.Namespace) -> int:
     async def main() -> int:
-        async with open_log(settings_from_args(args)) as log:
+        async with open_log(_settings(args)) as log:
             try:
                 description = await log.describe_topic(args.name)
             except GatewayError as error:
@@ -90,7 +99,7 @@ def run_create(args: argparse.Namespace) -> int:
         return fail("--partitions must be from 1 to 1024", EXIT_USAGE)
 
     async def main() -> int:
-        async with open_log(settings_from_args(args)) as log:
+        async with open_log(_settings(args)) as log:
             try:
                 await log.create_topic(spec)
             except GatewayError as error:

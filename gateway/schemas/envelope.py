@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union, cast
 
 import msgspec
 from msgspec import Meta, Struct
@@ -36,21 +36,27 @@ class Envelope(Struct, kw_only=True, tag_field="type"):
 
 def _envelope_class(tag: str, payload: type[Struct]) -> type[Envelope]:
     name = "".join(part.title() for part in tag.split("_")) + "Event"
-    return msgspec.defstruct(
-        name,
-        [("payload", payload)],
-        bases=(Envelope,),
-        tag=tag,
-        kw_only=True,
-        module=__name__,
+    return cast(
+        type[Envelope],
+        msgspec.defstruct(
+            name,
+            [("payload", payload)],
+            bases=(Envelope,),
+            tag=tag,
+            kw_only=True,
+            module=__name__,
+        ),
     )
 
 
 ENVELOPES: dict[str, type[Envelope]] = {
     tag: _envelope_class(tag, payload) for tag, payload in PAYLOADS.items()
 }
-AnyEvent = Union[tuple(ENVELOPES.values())]  # type: ignore[valid-type]  # noqa: UP007
-"""Every envelope type, decodable in one pass (tag field ``type``)."""
+if TYPE_CHECKING:
+    AnyEvent = Envelope
+else:
+    # Every envelope type, decodable in one pass (tag field ``type``).
+    AnyEvent = Union[tuple(ENVELOPES.values())]  # noqa: UP007
 
 
 class PublishRequest(Struct, kw_only=True):

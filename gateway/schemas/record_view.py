@@ -44,10 +44,19 @@ def view(record: Record) -> RecordView:
             key = base64.b64encode(record.key).decode()
     if _is_json(record.value):
         return RecordView(
-            record.topic, record.partition, record.offset, record.timestamp, key,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
+            key,
             msgspec.Raw(record.value),
         )
     return RecordView(
-        record.topic, record.partition, record.offset, record.timestamp, key,
-        base64.b64encode(record.value).decode(), "base64",
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp,
+        key,
+        base64.b64encode(record.value).decode(),
+        "base64",
     )

@@ -163,9 +163,7 @@ class StreamLog(abc.ABC):
         """Append several records atomically; results are in input order."""
 
     @abc.abstractmethod
-    async def read(
-        self, topic: str, partition: int, offset: int, max_records: int
-    ) -> list[Record]:
+    async def read(self, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
         """Stored records of one partition from ``offset`` on (fewer when the end is reached)."""
 
     @abc.abstractmethod

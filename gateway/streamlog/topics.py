@@ -62,12 +62,18 @@ def spec_from_table(name: str, table: dict[str, Any]) -> TopicSpec:
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r}; accepted keys: {', '.join(sorted(_KEYS))}")
     partitions = table.get("partitions")
-    if not isinstance(partitions, int) or isinstance(partitions, bool) or not 1 <= partitions <= 1024:
+    if (
+        not isinstance(partitions, int)
+        or isinstance(partitions, bool)
+        or not 1 <= partitions <= 1024
+    ):
         raise ValueError(f"partitions = {partitions!r}: expected an integer from 1 to 1024")
     retention = table.get("retention")
     compression = table.get("compression", "none")
     if compression not in _COMPRESSIONS:
-        raise ValueError(f"compression = {compression!r}: expected one of {', '.join(_COMPRESSIONS)}")
+        raise ValueError(
+            f"compression = {compression!r}: expected one of {', '.join(_COMPRESSIONS)}"
+        )
     event_types = table.get("event_types", [])
     if not isinstance(event_types, list) or not all(isinstance(t, str) for t in event_types):
         raise ValueError("event_types: expected a list of event type names")

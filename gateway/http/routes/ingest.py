@@ -37,7 +37,7 @@ def prepare(
     topic = request.topic or default_topic
     if topic is None:
         raise InvalidEvent(
-            "No topic: give \"topic\" in the body (or for the whole batch).",
+            'No topic: give "topic" in the body (or for the whole batch).',
             [ErrorDetail(path="$.topic", problem="missing")],
         )
     spec = services.log.topic(topic)

@@ -44,7 +44,11 @@ async def describe_topic(request: Request) -> JSON:
         {
             **topic_summary(description.spec),
             "partitions": [
-                {"partition": p.partition, "start_offset": p.start_offset, "end_offset": p.end_offset}
+                {
+                    "partition": p.partition,
+                    "start_offset": p.start_offset,
+                    "end_offset": p.end_offset,
+                }
                 for p in description.partitions
             ],
         }
@@ -61,7 +65,8 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
         value = low - 1
     if not low <= value <= high:
         raise InvalidEvent(
-            f"Query parameter {name}={raw!r} is not valid: expected an integer from {low} to {high}.",
+            f"Query parameter {name}={raw!r} is not valid: "
+            f"expected an integer from {low} to {high}.",
             [ErrorDetail(path=f"?{name}", problem="out of range or not an integer")],
         )
     return value

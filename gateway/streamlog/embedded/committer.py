@@ -174,7 +174,9 @@ class GroupCommitter:
 
     def _place(
         self, batch: list[Pending]
-    ) -> tuple[list[tuple[object, ...]], list[list[Produced]], list[tuple[int, int, int, int, int]]]:
+    ) -> tuple[
+        list[tuple[object, ...]], list[list[Produced]], list[tuple[int, int, int, int, int]]
+    ]:
         """Give each record its offset and timestamp (advancing the cursors)."""
         now = int(time.time() * 1000)
         next_offset = self._cursors.next_offset
@@ -200,14 +202,12 @@ class GroupCommitter:
                 where = (topic_id, partition)
                 sizes[where] = sizes.get(where, 0) + len(value) + (len(key) if key else 0)
             results.append(produced)
-        touched = [
-            (next_offset[t][p], last_ts[t][p], size, t, p) for (t, p), size in sizes.items()
-        ]
+        touched = [(next_offset[t][p], last_ts[t][p], size, t, p) for (t, p), size in sizes.items()]
         return rows, results, touched
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:
     try:
         await db.execute("ROLLBACK")
-    except Exception:  # noqa: S110 - nothing to roll back when BEGIN itself failed
+    except Exception:
         pass

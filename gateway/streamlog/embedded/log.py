@@ -269,9 +269,7 @@ class EmbeddedLog(StreamLog):
             raise Unavailable("The stream log is closed; retry against a running gateway.")
         return self._committer
 
-    async def read(
-        self, topic: str, partition: int, offset: int, max_records: int
-    ) -> list[Record]:
+    async def read(self, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
         spec = self.topic(topic)
         if not 0 <= partition < spec.partitions:
             raise InvalidOffset(

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 CHUNK = 2_000
 
-_STATE = "SELECT partition, start_offset, next_offset, bytes FROM partition_state WHERE topic_id = ?"
+_STATE = (
+    "SELECT partition, start_offset, next_offset, bytes FROM partition_state WHERE topic_id = ?"
+)
 _HEAD = (
     'SELECT "offset", timestamp, length(value) + ifnull(length(key), 0) FROM records '
     'WHERE topic_id = ? AND partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?'

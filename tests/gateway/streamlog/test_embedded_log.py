@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -40,7 +38,9 @@ async def test_offsets_dense_and_ordered_under_50_concurrent_producers(log: Embe
             out.append((where.partition, where.offset, value))
         return out
 
-    results = [r for batch in await asyncio.gather(*(producer(n) for n in range(50))) for r in batch]
+    results = [
+        r for batch in await asyncio.gather(*(producer(n) for n in range(50))) for r in batch
+    ]
     by_partition: dict[int, list[int]] = defaultdict(list)
     for partition, offset, _ in results:
         by_partition[partition].append(offset)
@@ -62,9 +62,7 @@ async def test_key_lands_on_fluvio_partition(log: EmbeddedLog) -> None:
 
 
 async def test_batch_is_atomic_and_ordered(log: EmbeddedLog) -> None:
-    produced = await log.produce_batch(
-        "single", [NewRecord(value=b"v%d" % i) for i in range(100)]
-    )
+    produced = await log.produce_batch("single", [NewRecord(value=b"v%d" % i) for i in range(100)])
     assert [p.offset for p in produced] == list(range(100))
     records = await log.read("single", 0, 0, 1000)
     assert [r.value for r in records] == [b"v%d" % i for i in range(100)]
@@ -181,9 +179,13 @@ async def test_retention_removes_only_expired_records(tmp_path: Path) -> None:
     log = EmbeddedLog(tmp_path / "r.sqlite3", topics=[spec], retention_interval_s=3600)
     await log.open()
     try:
-        await log.produce_batch("short", [NewRecord(value=b"old", partition=p % 2) for p in range(10)])
+        await log.produce_batch(
+            "short", [NewRecord(value=b"old", partition=p % 2) for p in range(10)]
+        )
         await asyncio.sleep(0.6)
-        await log.produce_batch("short", [NewRecord(value=b"new", partition=p % 2) for p in range(6)])
+        await log.produce_batch(
+            "short", [NewRecord(value=b"new", partition=p % 2) for p in range(6)]
+        )
         assert await log.enforce_retention() == 10
         description = await log.describe_topic("short")
         assert [(p.start_offset, p.end_offset) for p in description.partitions] == [(5, 8), (5, 8)]
@@ -225,7 +227,10 @@ async def test_reopen_keeps_records_and_offsets(tmp_path: Path) -> None:
     async with EmbeddedLog(path, topics=[spec]) as log:
         where = await log.produce("t", None, b"b")
         where2 = await log.produce("t", None, b"c")
-        assert {(where.partition, where.offset), (where2.partition, where2.offset)} == {(0, 0), (1, 5)}
+        assert {(where.partition, where.offset), (where2.partition, where2.offset)} == {
+            (0, 0),
+            (1, 5),
+        }
 
 
 async def test_another_process_sees_and_extends_the_log(log: EmbeddedLog, tmp_path: Path) -> None:
@@ -244,7 +249,8 @@ async def test_another_process_sees_and_extends_the_log(log: EmbeddedLog, tmp_pa
         "asyncio.run(main())\n"
     )
     started = time.monotonic()
-    subprocess.run([sys.executable, "-c", script, str(log.path)], check=True, env=os.environ)
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", script, str(log.path))
+    assert await child.wait() == 0
     records = await collect(tail, 5, timeout=5)
     assert time.monotonic() - started < 5
     assert [r.offset for r in records] == [3, 4, 5, 6, 7]

@@ -16,8 +16,10 @@ VECTORS = [
     (b"org-7/user-3", 13117338218502905208),
     ("ünïcødé".encode(), 13674761520213511611),
     (bytes(range(17)), 15427695861105657013),
-    (b"a key that is longer than sixty-four bytes to cover several compression rounds!!",
-     12265076715927456484),
+    (
+        b"a key that is longer than sixty-four bytes to cover several compression rounds!!",
+        12265076715927456484,
+    ),
 ]
 
 
