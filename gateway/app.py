@@ -1,4 +1,4 @@
-"""The application factory: one Starlette app serving the HTTP API."""
+"""The application factory: one Starlette app serving the HTTP API and ``/ws``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from gateway.errors import GatewayError
 from gateway.http.context import RequestContext
@@ -18,6 +18,7 @@ from gateway.http.responses import JSON, error_response
 from gateway.http.routes import health, ingest, topics
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.ws.endpoint import websocket_endpoint
 
 logger = structlog.get_logger(__name__)
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/topics", topics.list_topics, methods=["GET"]),
         Route("/api/v1/topics/{name}", topics.describe_topic, methods=["GET"]),
         Route("/api/v1/topics/{name}/records", topics.read_records, methods=["GET"]),
+        WebSocketRoute("/ws", websocket_endpoint),
     ]
     app = Starlette(
         routes=routes,

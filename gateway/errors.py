@@ -45,6 +45,11 @@ class InvalidEvent(GatewayError):
     http_status = 422
 
 
+class UnknownOp(GatewayError):
+    code = "unknown_op"
+    http_status = 400
+
+
 class UnknownTopic(GatewayError):
     code = "unknown_topic"
     http_status = 404

@@ -8,6 +8,7 @@ from gateway.settings import Settings
 from gateway.streamlog.embedded import EmbeddedLog
 from gateway.streamlog.interface import StreamLog
 from gateway.streamlog.topics import load_topics
+from gateway.ws.hub import Hub
 
 
 def open_log(settings: Settings) -> StreamLog:
@@ -30,9 +31,13 @@ class Services:
         self.tokens = TokenAuthority.from_settings(settings.jwt_secret, settings.data_dir)
         self.metrics = Metrics()
         self.log = open_log(settings)
+        self.hub = Hub(settings, self.log, self.tokens, self.metrics)
 
     async def open(self) -> None:
         await self.log.open()
+        self.hub.start()
 
     async def close(self) -> None:
+        await self.hub.drain(self.settings.drain_timeout_s)
+        await self.hub.stop()
         await self.log.close()

@@ -41,6 +41,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     commit_max_records: int = 5_000
     poll_interval_ms: int = 50
     retention_interval_s: float = 30.0
+    dedup_window_s: float = 600.0
+    ws_max_frame_bytes: int = 1_048_576
+    ws_publish_rate: int = 20_000
+    ws_max_in_flight: int = 1_000
+    ws_max_subscriptions: int = 100
+    ws_max_connections_per_user: int = 200
+    ws_max_errors_per_minute: int = 100
+    ws_send_queue_frames: int = 10_000
+    ws_send_queue_bytes: int = 8_388_608
+    ws_slow_consumer_s: float = 10.0
+    ws_heartbeat_s: float = 20.0
+    ws_token_warning_s: float = 60.0
+    ws_auth_timeout_s: float = 10.0
+    drain_timeout_s: float = 10.0
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
 
@@ -75,6 +89,17 @@ def _positive_float(raw: str) -> float:
     if not value > 0:
         raise ValueError
     return value
+
+
+def _seconds_at_least(low: float) -> Parser:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not value >= low:
+            raise ValueError
+        return value
+
+    parse.__doc__ = f"a number of seconds of at least {low:g}"
+    return parse
 
 
 def _choice(*options: str) -> Parser:
@@ -168,6 +193,68 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "How often a tail checks for records written by another process.",
     ),
     SettingSpec("retention_interval_s", _positive_float, "How often expired records are removed."),
+    SettingSpec(
+        "dedup_window_s",
+        _seconds_at_least(300),
+        "How long an event id is remembered: a re-sent event within it is not written again.",
+    ),
+    SettingSpec(
+        "ws_max_frame_bytes",
+        _int_range(1_024, 1 << 30),
+        "Largest WebSocket frame; a larger one closes the session with 1009.",
+    ),
+    SettingSpec(
+        "ws_publish_rate",
+        _int_range(1, 10_000_000),
+        "Publishes per second per session (burst: one second's worth); over it: rate_limited.",
+    ),
+    SettingSpec(
+        "ws_max_in_flight",
+        _int_range(1, 1_000_000),
+        "Unacknowledged publishes per session; at the limit the session stops reading frames.",
+    ),
+    SettingSpec("ws_max_subscriptions", _int_range(1, 100_000), "Subscriptions per session."),
+    SettingSpec(
+        "ws_max_connections_per_user",
+        _int_range(1, 1_000_000),
+        "Sessions per user; one more is closed with 4006.",
+    ),
+    SettingSpec(
+        "ws_max_errors_per_minute",
+        _int_range(1, 1_000_000),
+        "Errors a session may cause per minute before it is closed with 4502.",
+    ),
+    SettingSpec(
+        "ws_send_queue_frames", _int_range(16, 10_000_000), "Frames queued for one session."
+    ),
+    SettingSpec(
+        "ws_send_queue_bytes", _int_range(65_536, 1 << 34), "Bytes queued for one session."
+    ),
+    SettingSpec(
+        "ws_slow_consumer_s",
+        _positive_float,
+        "How long a session's send queue may stay full before it is closed with 4001.",
+    ),
+    SettingSpec(
+        "ws_heartbeat_s",
+        _positive_float,
+        "Seconds between server pings; a session silent for two of them is closed with 4002.",
+    ),
+    SettingSpec(
+        "ws_token_warning_s",
+        _positive_float,
+        "Seconds before a token expires that the session is told (token_expiring).",
+    ),
+    SettingSpec(
+        "ws_auth_timeout_s",
+        _positive_float,
+        "Seconds a session may stay unauthenticated before it is closed with 4004.",
+    ),
+    SettingSpec(
+        "drain_timeout_s",
+        _positive_float,
+        "On SIGTERM/SIGINT, how long to wait for in-flight publishes before closing.",
+    ),
     SettingSpec("log_format", _choice("auto", "json", "console"), "`auto`: console on a TTY."),
     SettingSpec("log_level", _choice("debug", "info", "warning", "error"), "Lowest log level."),
 )
@@ -237,7 +324,5 @@ def configuration_table() -> str:
     for spec in SETTINGS:
         default = getattr(defaults, spec.field)
         shown = "unset" if default is None else f"`{default}`"
-        lines.append(
-            f"| `{spec.env}` | `{spec.flag}` | {shown} | {spec.accepted} | {spec.help} |"
-        )
+        lines.append(f"| `{spec.env}` | `{spec.flag}` | {shown} | {spec.accepted} | {spec.help} |")
     return "\n".join(lines) + "\n"

@@ -36,6 +36,9 @@ class NewRecord(msgspec.Struct, frozen=True, gc=False):
     key: bytes | None = None
     headers: Headers = ()
     partition: int | None = None
+    idempotency_key: str | None = None
+    """Records with a key already written to the topic within the dedup window are not
+    written again; the result names the original position with ``duplicate=True``."""
 
 
 class Produced(msgspec.Struct, frozen=True, gc=False):
@@ -44,6 +47,7 @@ class Produced(msgspec.Struct, frozen=True, gc=False):
     partition: int
     offset: int
     timestamp: int
+    duplicate: bool = False
 
 
 class TopicSpec(msgspec.Struct, frozen=True):
@@ -154,9 +158,15 @@ class StreamLog(abc.ABC):
 
     @abc.abstractmethod
     async def produce(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers = (),
+        *,
+        idempotency_key: str | None = None,
     ) -> Produced:
-        """Append one record; returns once it is durable."""
+        """Append one record; returns once it is durable (see ``NewRecord.idempotency_key``)."""
 
     @abc.abstractmethod
     async def produce_batch(self, topic: str, records: Sequence[NewRecord]) -> list[Produced]:

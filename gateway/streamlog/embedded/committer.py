@@ -34,6 +34,15 @@ UPDATE_STATE = (
 )
 
 
+Placed = tuple[int, bytes | None, bytes, Headers, str | None]
+"""A record to write: (partition, key, value, headers, idempotency key)."""
+
+INSERT_IDEMPOTENCY = (
+    'INSERT OR REPLACE INTO idempotency (topic_id, key, partition, "offset", timestamp) '
+    "VALUES (?, ?, ?, ?, ?)"
+)
+
+
 class PartitionCursors(Protocol):
     """Where the next record of each partition goes; owned by the log."""
 
@@ -53,7 +62,7 @@ class Pending:
     def __init__(
         self,
         topic_id: int,
-        records: Sequence[tuple[int, bytes | None, bytes, Headers]],
+        records: Sequence[Placed],
         future: asyncio.Future[list[Produced]],
     ) -> None:
         self.topic_id = topic_id
@@ -93,10 +102,8 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
-    async def submit(
-        self, topic_id: int, records: Sequence[tuple[int, bytes | None, bytes, Headers]]
-    ) -> Awaitable[list[Produced]]:
-        """Queue records (partition, key, value, headers); await the result for the offsets."""
+    async def submit(self, topic_id: int, records: Sequence[Placed]) -> Awaitable[list[Produced]]:
+        """Queue records; await the result for their positions."""
         while self._queued_records + len(records) > self._queue_limit and self._queued_records:
             if self._closing:
                 break
@@ -153,9 +160,12 @@ class GroupCommitter:
                 await db.execute("BEGIN IMMEDIATE")
                 try:
                     await cursors.reload_if_changed(db)
-                    rows, results, touched = self._place(batch)
+                    seen = await _known_keys(db, batch)
+                    rows, results, touched, keys = self._place(batch, seen)
                     await db.executemany(INSERT_RECORD, rows)
                     await db.executemany(UPDATE_STATE, touched)
+                    if keys:
+                        await db.executemany(INSERT_IDEMPOTENCY, keys)
                     await db.execute("COMMIT")
                 except BaseException:
                     await _rollback(db)
@@ -173,23 +183,33 @@ class GroupCommitter:
         self._on_commit({p.topic_id for p in batch})
 
     def _place(
-        self, batch: list[Pending]
+        self, batch: list[Pending], seen: dict[tuple[int, str], Produced]
     ) -> tuple[
-        list[tuple[object, ...]], list[list[Produced]], list[tuple[int, int, int, int, int]]
+        list[tuple[object, ...]],
+        list[list[Produced]],
+        list[tuple[int, int, int, int, int]],
+        list[tuple[int, str, int, int, int]],
     ]:
-        """Give each record its offset and timestamp (advancing the cursors)."""
+        """Give each new record its offset and timestamp (advancing the cursors); a record
+        whose idempotency key is in ``seen`` (or earlier in the batch) gets the original."""
         now = int(time.time() * 1000)
         next_offset = self._cursors.next_offset
         last_ts = self._cursors.last_timestamp
         rows: list[tuple[object, ...]] = []
         results: list[list[Produced]] = []
         sizes: dict[tuple[int, int], int] = {}
+        keys: list[tuple[int, str, int, int, int]] = []
         for pending in batch:
             topic_id = pending.topic_id
             offsets = next_offset[topic_id]
             stamps = last_ts[topic_id]
             produced: list[Produced] = []
-            for partition, key, value, headers in pending.records:
+            for partition, key, value, headers, idempotency_key in pending.records:
+                if idempotency_key is not None:
+                    original = seen.get((topic_id, idempotency_key))
+                    if original is not None:
+                        produced.append(original)
+                        continue
                 offset = offsets[partition]
                 offsets[partition] = offset + 1
                 # Timestamps never go back within a partition, which retention relies on.
@@ -199,11 +219,38 @@ class GroupCommitter:
                 blob = _headers_encoder.encode(headers) if headers else None
                 rows.append((topic_id, partition, offset, ts, key, value, blob))
                 produced.append(Produced(partition, offset, ts))
+                if idempotency_key is not None:
+                    keys.append((topic_id, idempotency_key, partition, offset, ts))
+                    seen[(topic_id, idempotency_key)] = Produced(partition, offset, ts, True)
                 where = (topic_id, partition)
                 sizes[where] = sizes.get(where, 0) + len(value) + (len(key) if key else 0)
             results.append(produced)
         touched = [(next_offset[t][p], last_ts[t][p], size, t, p) for (t, p), size in sizes.items()]
-        return rows, results, touched
+        return rows, results, touched, keys
+
+
+async def _known_keys(
+    db: aiosqlite.Connection, batch: list[Pending]
+) -> dict[tuple[int, str], Produced]:
+    """Positions of idempotency keys of ``batch`` that were already written."""
+    wanted = [
+        (pending.topic_id, record[4])
+        for pending in batch
+        for record in pending.records
+        if record[4] is not None
+    ]
+    found: dict[tuple[int, str], Produced] = {}
+    for start in range(0, len(wanted), 400):
+        chunk = wanted[start : start + 400]
+        marks = ",".join(["(?, ?)"] * len(chunk))
+        rows = await db.execute_fetchall(
+            'SELECT topic_id, key, partition, "offset", timestamp FROM idempotency '
+            f"WHERE (topic_id, key) IN (VALUES {marks})",
+            [value for pair in chunk for value in pair],
+        )
+        for topic_id, key, partition, offset, ts in rows:
+            found[(topic_id, key)] = Produced(partition, offset, ts, True)
+    return found
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:

@@ -71,6 +71,7 @@ class EmbeddedLog(StreamLog):
         commit_max_records: int = 5_000,
         poll_interval_ms: int = 50,
         retention_interval_s: float = 30.0,
+        dedup_window_s: float = 600.0,
     ) -> None:
         self.path = path
         self._declared = list(topics)
@@ -79,6 +80,7 @@ class EmbeddedLog(StreamLog):
         self._commit_max_records = commit_max_records
         self._poll_interval = poll_interval_ms / 1000
         self._retention_interval = retention_interval_s
+        self._dedup_window_ms = int(dedup_window_s * 1000)
         # A tail re-checks the table this often even without a wake-up, as a safety net.
         self.idle_recheck_s = max(1.0, self._poll_interval * 20)
         self._writer: aiosqlite.Connection | None = None
@@ -238,11 +240,17 @@ class EmbeddedLog(StreamLog):
     # -- records ------------------------------------------------------------------------------
 
     async def produce(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers = (),
+        *,
+        idempotency_key: str | None = None,
     ) -> Produced:
         entry = self._get(topic)
         waiter = await self._committer_or_fail().submit(
-            entry.id, ((entry.partitioner(key), key, value, headers),)
+            entry.id, ((entry.partitioner(key), key, value, headers, idempotency_key),)
         )
         return (await waiter)[0]
 
@@ -260,7 +268,9 @@ class EmbeddedLog(StreamLog):
                     f"Topic {topic!r} has partitions 0 to {entry.spec.partitions - 1}; "
                     f"partition {partition} does not exist."
                 )
-            placed.append((partition, record.key, record.value, record.headers))
+            placed.append(
+                (partition, record.key, record.value, record.headers, record.idempotency_key)
+            )
         waiter = await self._committer_or_fail().submit(entry.id, placed)
         return await waiter
 
@@ -322,6 +332,9 @@ class EmbeddedLog(StreamLog):
         removed = 0
         for topic in list(self._topics.values()):
             removed += await retention.enforce(self, topic.id, topic.spec)
+        await self._write(
+            "DELETE FROM idempotency WHERE timestamp < ?", (_now_ms() - self._dedup_window_ms,)
+        )
         return removed
 
     async def _retain(self) -> None:

@@ -4,6 +4,8 @@
 order and are never reused. A tail follows a topic by id (one index range scan for all its
 partitions) while offsets stay dense per partition. ``partition_state`` is authoritative for
 the next offset, so retention can empty a partition without offsets ever going back.
+``idempotency`` remembers recent idempotency keys, written in the same transaction as their
+record, so a re-sent record is recognised even after a crash.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_position ON records (topic_id, partition, "offset");
 CREATE INDEX IF NOT EXISTS records_topic ON records (topic_id);
+CREATE TABLE IF NOT EXISTS idempotency (
+    topic_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    timestamp INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (timestamp);
 CREATE TABLE IF NOT EXISTS consumer_offsets (
     consumer TEXT NOT NULL,
     topic_id INTEGER NOT NULL,

@@ -279,3 +279,45 @@ async def test_full_queue_makes_producers_wait_not_fail(tmp_path: Path) -> None:
     async with log:
         results = await asyncio.gather(*(log.produce("t", None, b"%d" % i) for i in range(200)))
         assert sorted(r.offset for r in results) == list(range(200))
+
+
+async def test_idempotency_key_writes_once(log: EmbeddedLog) -> None:
+    first = await log.produce("events", b"k", b"v1", idempotency_key="org/e1")
+    again = await log.produce("events", b"other", b"v2", idempotency_key="org/e1")
+    assert not first.duplicate and again.duplicate
+    assert (again.partition, again.offset) == (first.partition, first.offset)
+    same_batch = await log.produce_batch(
+        "events",
+        [
+            NewRecord(value=b"a", idempotency_key="org/e2"),
+            NewRecord(value=b"b", idempotency_key="org/e2"),
+            NewRecord(value=b"c", idempotency_key="org/e1"),
+            NewRecord(value=b"d"),
+        ],
+    )
+    assert [p.duplicate for p in same_batch] == [False, True, True, False]
+    assert (same_batch[1].partition, same_batch[1].offset) == (
+        same_batch[0].partition,
+        same_batch[0].offset,
+    )
+    racing = await asyncio.gather(
+        *(log.produce("events", None, b"x", idempotency_key="org/e3") for _ in range(20))
+    )
+    assert sum(not p.duplicate for p in racing) == 1
+    assert len({(p.partition, p.offset) for p in racing}) == 1
+    total = sum(p.end_offset for p in (await log.describe_topic("events")).partitions)
+    assert total == 1 + 2 + 1
+
+
+async def test_idempotency_survives_reopen_and_expires(tmp_path: Path) -> None:
+    path = tmp_path / "idem.sqlite3"
+    spec = TopicSpec(name="t", partitions=1)
+    async with EmbeddedLog(path, topics=[spec], dedup_window_s=0.3) as log:
+        first = await log.produce("t", None, b"x", idempotency_key="e")
+    async with EmbeddedLog(path, topics=[spec], dedup_window_s=0.3) as log:
+        again = await log.produce("t", None, b"x", idempotency_key="e")
+        assert again.duplicate and again.offset == first.offset
+        await asyncio.sleep(0.4)
+        await log.enforce_retention()
+        later = await log.produce("t", None, b"x", idempotency_key="e")
+        assert not later.duplicate and later.offset == 1

@@ -1,0 +1,1 @@
+"""The WebSocket gateway: protocol frames (sans-I/O), sessions, subscriptions and fan-out."""

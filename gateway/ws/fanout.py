@@ -1,0 +1,227 @@
+"""Fan-out: one tail per topic per process feeds every subscription of that topic.
+
+A subscription is either *attached* to its topic's feed (live) or *catching up* by reading
+the log itself. It catches up from its start position until it has every record the feed
+has dispatched, then attaches in one synchronous step; from then on the feed hands it each
+record once, checked against the subscription's next offset per partition, so nothing is
+skipped or repeated at the switch. When its session's send queue is full, the subscription
+detaches and catches up again from the first record it could not queue: fan-out never
+waits for a slow client, and the client still gets every record, in order.
+
+Tenancy is applied here, to every record, whatever the subscription's filters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from gateway.auth.tenancy import record_owner
+from gateway.auth.tokens import Principal
+from gateway.streamlog.interface import Record, StreamLog, Tail
+from gateway.ws.frames import EventFrame, json_prefix, msgpack_prefix
+from gateway.ws.outbox import Outbox
+
+logger = structlog.get_logger(__name__)
+
+Owner = tuple[str | None, str | None]
+
+
+class Owned(Protocol):
+    """What a subscription needs from its session."""
+
+    principal: Principal | None
+    outbox: Outbox
+    binary: bool
+
+    def count_delivery(self, n: int) -> None: ...
+
+
+def visible(principal: Principal | None, owner: Owner) -> bool:
+    if principal is None or owner[0] != principal.organization_id:
+        return False
+    return principal.is_admin or owner[1] == principal.user_id
+
+
+class Subscription:
+    def __init__(
+        self,
+        session: Owned,
+        name: str,
+        feed: TopicFeed,
+        positions: dict[int, int],
+    ) -> None:
+        self.session = session
+        self.name = name
+        self.feed = feed
+        self.next = positions
+        self.closed = False
+        self._attached = False
+        self._catch_up: asyncio.Task[None] | None = None
+        if session.binary:
+            prefix = msgpack_prefix(name)
+            self._encode: Callable[[EventFrame], bytes] = lambda frame: frame.msgpack(prefix)
+        else:
+            prefix = json_prefix(name)
+            self._encode = lambda frame: frame.json(prefix)
+
+    @property
+    def topic(self) -> str:
+        return self.feed.topic
+
+    def start(self) -> None:
+        self.feed.join(self)
+        self._catch_up = asyncio.create_task(self._run_catch_up(), name=f"catch-up:{self.name}")
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.feed.detach(self)
+        self.feed.leave(self)
+        if self._catch_up is not None and not self._catch_up.done():
+            self._catch_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._catch_up
+
+    # -- live: called by the feed, synchronously ----------------------------------------------
+
+    def take(self, frames: list[tuple[EventFrame, Owner]]) -> None:
+        next_offsets = self.next
+        principal = self.session.principal
+        outbox = self.session.outbox
+        delivered = 0
+        for frame, owner in frames:
+            record = frame.record
+            expected = next_offsets.get(record.partition)
+            if expected is None or record.offset < expected:
+                continue
+            if visible(principal, owner):
+                if not outbox.offer(self._encode(frame)):
+                    # Full: this record and everything after it come from the log later.
+                    self.feed.detach(self)
+                    self._attached = False
+                    self._catch_up = asyncio.create_task(
+                        self._run_catch_up(), name=f"catch-up:{self.name}"
+                    )
+                    break
+                delivered += 1
+            next_offsets[record.partition] = record.offset + 1
+        if delivered:
+            self.session.count_delivery(delivered)
+
+    # -- catching up from the log ---------------------------------------------------------------
+
+    async def _run_catch_up(self) -> None:
+        log, topic, feed = self.feed.log, self.feed.topic, self.feed
+        outbox = self.session.outbox
+        while not self.closed:
+            behind = [p for p, n in self.next.items() if n < feed.positions.get(p, 0)]
+            if not behind:
+                feed.attach(self)
+                self._attached = True
+                return
+            for partition in behind:
+                target = feed.positions[partition]
+                while self.next[partition] < target and not self.closed:
+                    records = await log.read(
+                        topic,
+                        partition,
+                        self.next[partition],
+                        min(500, target - self.next[partition]),
+                    )
+                    if not records:
+                        break
+                    delivered = 0
+                    for record in records:
+                        if record.offset >= target:
+                            break
+                        if visible(self.session.principal, record_owner(record.value)):
+                            frame = self._encode(EventFrame(record))
+                            while not outbox.offer(frame):
+                                if self.closed or outbox.closed:
+                                    return
+                                await outbox.wait_room()
+                            delivered += 1
+                        self.next[partition] = record.offset + 1
+                    if delivered:
+                        self.session.count_delivery(delivered)
+
+
+class TopicFeed:
+    """The one tail of a topic in this process, and the subscriptions it feeds."""
+
+    def __init__(self, log: StreamLog, topic: str, on_empty: Callable[[TopicFeed], None]) -> None:
+        self.log = log
+        self.topic = topic
+        self.positions: dict[int, int] = {}
+        """Everything before these offsets has been dispatched."""
+        self._on_empty = on_empty
+        self._members: set[Subscription] = set()
+        self._attached: dict[Subscription, None] = {}
+        self._tail: Tail | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self._start_error: BaseException | None = None
+
+    async def start(self) -> None:
+        """Start the tail at the end (idempotent; concurrent callers wait for the first)."""
+        if self._tail is None:
+            self._tail = self.log.tail(self.topic, start="end", max_batch=1_000)
+            try:
+                self.positions = await self._tail.start()  # type: ignore[attr-defined]
+            except BaseException as exc:
+                self._start_error = exc
+                self._started.set()
+                raise
+            self._task = asyncio.create_task(self._run(), name=f"feed:{self.topic}")
+            self._started.set()
+        await self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    async def stop(self) -> None:
+        if self._tail is not None:
+            await self._tail.aclose()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def join(self, subscription: Subscription) -> None:
+        self._members.add(subscription)
+
+    def leave(self, subscription: Subscription) -> None:
+        self._members.discard(subscription)
+        if not self._members:
+            self._on_empty(self)
+
+    def attach(self, subscription: Subscription) -> None:
+        self._attached[subscription] = None
+
+    def detach(self, subscription: Subscription) -> None:
+        self._attached.pop(subscription, None)
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self._members)
+
+    async def _run(self) -> None:
+        assert self._tail is not None
+        try:
+            async for batch in self._tail:
+                self._dispatch(batch)
+        except Exception:
+            logger.exception("feed_failed", topic=self.topic)
+
+    def _dispatch(self, batch: list[Record]) -> None:
+        frames = [(EventFrame(record), record_owner(record.value)) for record in batch]
+        positions = self.positions
+        for record in batch:
+            positions[record.partition] = record.offset + 1
+        for subscription in list(self._attached):
+            subscription.take(frames)

@@ -1,0 +1,142 @@
+"""The hub: every session of this process, the topic feeds, and the session clock.
+
+One timer task looks after all sessions once a second (heartbeats, token expiry, auth
+timeout, slow consumers) instead of a timer per session, so idle sessions cost no wakeups
+of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+
+import structlog
+
+from gateway.auth.tokens import TokenAuthority
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+from gateway.streamlog.interface import StreamLog
+from gateway.ws import frames as f
+from gateway.ws.codes import CloseCode
+from gateway.ws.fanout import TopicFeed
+from gateway.ws.session import Session
+
+logger = structlog.get_logger(__name__)
+
+
+class Hub:
+    def __init__(
+        self, settings: Settings, log: StreamLog, tokens: TokenAuthority, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.log = log
+        self.tokens = tokens
+        self.metrics = metrics
+        self.sessions: set[Session] = set()
+        self.draining = False
+        self._feeds: dict[str, TopicFeed] = {}
+        self._users: Counter[tuple[str, str]] = Counter()
+        self._clock: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._clock = asyncio.create_task(self._tick(), name="ws-clock")
+
+    async def stop(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock
+        for feed in list(self._feeds.values()):
+            await feed.stop()
+        self._feeds.clear()
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def register(self, session: Session) -> None:
+        self.sessions.add(session)
+        self.metrics.ws_connections.set(len(self.sessions))
+
+    def unregister(self, session: Session) -> None:
+        self.sessions.discard(session)
+        key = session.release_user()
+        if key is not None:
+            self._users[key] -= 1
+            if self._users[key] <= 0:
+                del self._users[key]
+        self.metrics.ws_connections.set(len(self.sessions))
+
+    def admit_user(self, key: tuple[str, str]) -> bool:
+        if self._users[key] >= self.settings.ws_max_connections_per_user:
+            return False
+        self._users[key] += 1
+        return True
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking publishes, answer those in flight, close every session (going away)."""
+        self.draining = True
+        sessions = list(self.sessions)
+        if sessions:
+            await asyncio.wait(
+                [asyncio.create_task(s.drain(timeout)) for s in sessions], timeout=timeout + 1
+            )
+        logger.info("drained", sessions=len(sessions))
+
+    # -- feeds -----------------------------------------------------------------------------------
+
+    async def feed(self, topic: str) -> TopicFeed:
+        feed = self._feeds.get(topic)
+        if feed is None:
+            feed = self._feeds[topic] = TopicFeed(self.log, topic, self._feed_empty)
+        await feed.start()
+        return feed
+
+    def _feed_empty(self, feed: TopicFeed) -> None:
+        if self._feeds.get(feed.topic) is feed:
+            del self._feeds[feed.topic]
+            asyncio.get_running_loop().create_task(feed.stop())
+
+    def queued_frames(self) -> int:
+        return sum(s.outbox.depth for s in self.sessions)
+
+    # -- the clock -------------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        settings = self.settings
+        while True:
+            await asyncio.sleep(min(1.0, settings.ws_heartbeat_s / 2))
+            now = time.monotonic()
+            wall = time.time()
+            for session in list(self.sessions):
+                if session.closing:
+                    continue
+                try:
+                    await self._check(session, now, wall)
+                except Exception:
+                    logger.exception("session_check_failed", session=session.id)
+
+    async def _check(self, session: Session, now: float, wall: float) -> None:
+        settings = self.settings
+        principal = session.principal
+        if principal is None:
+            if now - session.connected_at > settings.ws_auth_timeout_s:
+                await session.close(CloseCode.AUTH_TIMEOUT, "no auth frame in time")
+            return
+        if wall >= principal.expires_at:
+            await session.close(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new one")
+            return
+        if not session.warned_expiry and principal.expires_at - wall <= settings.ws_token_warning_s:
+            session.warned_expiry = True
+            session.reply(f.TokenExpiring(expires_at=int(principal.expires_at * 1000)))
+        if session.outbox.full_for > settings.ws_slow_consumer_s:
+            await session.close(
+                CloseCode.SLOW_CONSUMER, "send queue full too long; resume from your last offsets"
+            )
+            return
+        if now - session.last_seen > 2 * settings.ws_heartbeat_s:
+            await session.close(CloseCode.NO_PONG, "no frame for two heartbeats")
+            return
+        if now - session.last_ping >= settings.ws_heartbeat_s:
+            session.last_ping = now
+            session.reply(f.ServerPing(ts=int(wall * 1000)))

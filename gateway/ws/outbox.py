@@ -1,0 +1,113 @@
+"""A session's bounded send queue, drained by one writer task.
+
+Replies (acks, errors, pongs) are always queued: they are bounded by the session's limit on
+publishes in flight. Deliveries are queued only while the queue is under its frame and
+byte bounds; ``offer`` returning False tells the subscription to pause and catch up from
+the log later, so a slow client never makes fan-out wait and never loses a record. The
+writer sends every queued frame before waiting again, so frames that are ready together
+go out together, and a lone frame goes out at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable
+
+
+class Outbox:
+    def __init__(
+        self,
+        send: Callable[[bytes], Awaitable[None]],
+        *,
+        max_frames: int,
+        max_bytes: int,
+    ) -> None:
+        self._send = send
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self._frames: collections.deque[bytes] = collections.deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._full_since: float | None = None
+        self._closed = False
+        self.sent_frames = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def depth(self) -> int:
+        return len(self._frames)
+
+    @property
+    def full_for(self) -> float:
+        """Seconds the queue has been refusing deliveries (0 when it has room)."""
+        return 0.0 if self._full_since is None else time.monotonic() - self._full_since
+
+    def has_room(self) -> bool:
+        return len(self._frames) < self._max_frames and self._bytes < self._max_bytes
+
+    def put(self, frame: bytes) -> None:
+        """Queue a reply; never refused."""
+        if self._closed:
+            return
+        self._frames.append(frame)
+        self._bytes += len(frame)
+        self._ready.set()
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue a delivery if there is room; False (and nothing queued) otherwise."""
+        if self._closed:
+            return False
+        if not self.has_room():
+            if self._full_since is None:
+                self._full_since = time.monotonic()
+            self._room.clear()
+            return False
+        self._frames.append(frame)
+        self._bytes += len(frame)
+        self._ready.set()
+        return True
+
+    async def wait_room(self) -> None:
+        while not self.has_room() and not self._closed:
+            if self._full_since is None:
+                self._full_since = time.monotonic()
+            self._room.clear()
+            await self._room.wait()
+
+    def close(self) -> None:
+        self._closed = True
+        self._frames.clear()
+        self._bytes = 0
+        self._ready.set()
+        self._room.set()
+
+    async def run(self) -> None:
+        """The writer: send queued frames until ``close``; raises what sending raises."""
+        frames = self._frames
+        while not self._closed:
+            await self._ready.wait()
+            self._ready.clear()
+            while frames and not self._closed:
+                frame = frames.popleft()
+                self._bytes -= len(frame)
+                await self._send(frame)
+                self.sent_frames += 1
+                if not self._room.is_set() and self.has_room():
+                    self._full_since = None
+                    self._room.set()
+            if self.has_room():
+                self._full_since = None
+                self._room.set()
+
+    async def flush(self, timeout: float) -> None:
+        """Wait until everything queued so far has been sent (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while self._frames and not self._closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)

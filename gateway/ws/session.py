@@ -1,0 +1,482 @@
+"""One WebSocket session: authentication, publishes, subscriptions and its send queue.
+
+The reader loop decodes each frame and handles it without waiting for the log: a publish
+becomes a task that answers with an ``ack`` once the record is durable, so a client may
+keep many publishes in flight (up to ``ws_max_in_flight``, after which the loop stops
+reading and TCP pushes back). Every reply and delivery goes through the session's
+``Outbox``; one writer task sends them. Bad frames are answered with ``error`` frames and
+never end the session by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from gateway.auth.tokens import Principal
+from gateway.errors import (
+    ErrorDetail,
+    Forbidden,
+    GatewayError,
+    InvalidOffset,
+    LimitExceeded,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from gateway.schemas.envelope import check_topic, encode_event, stamp
+from gateway.streamlog.interface import NewRecord
+from gateway.ws import frames as f
+from gateway.ws.codes import CloseCode
+from gateway.ws.fanout import Subscription
+from gateway.ws.limits import TokenBucket
+from gateway.ws.outbox import Outbox
+
+if TYPE_CHECKING:
+    from gateway.ws.hub import Hub
+
+logger = structlog.get_logger(__name__)
+
+
+class Session:
+    def __init__(self, websocket: WebSocket, hub: Hub, encoding: f.Encoding) -> None:
+        settings = hub.settings
+        self.id = uuid.uuid4().hex[:16]
+        self.websocket = websocket
+        self.hub = hub
+        self.codec = f.Codec(encoding)
+        self.binary = self.codec.binary
+        self.principal: Principal | None = None
+        self.connected_at = time.monotonic()
+        self.last_seen = self.connected_at
+        self.last_ping = self.connected_at
+        self.warned_expiry = False
+        self.closing = False
+        self.close_code: int | None = None
+        self.subscriptions: dict[str, Subscription] = {}
+        self.outbox = Outbox(
+            self._send,
+            max_frames=settings.ws_send_queue_frames,
+            max_bytes=settings.ws_send_queue_bytes,
+        )
+        self._publish_bucket = TokenBucket(settings.ws_publish_rate, settings.ws_publish_rate)
+        self._error_bucket = TokenBucket(
+            settings.ws_max_errors_per_minute / 60, settings.ws_max_errors_per_minute
+        )
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._room_for_publishes = asyncio.Event()
+        self._room_for_publishes.set()
+        self._counted_user: tuple[str, str] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, token: str | None) -> None:
+        writer = asyncio.create_task(self.outbox.run(), name=f"writer:{self.id}")
+        self.hub.register(self)
+        try:
+            if token is not None:
+                try:
+                    self._authenticate(token, request_id=None)
+                except _Reject as reject:
+                    await self._close_after_flush(reject.code, reject.reason)
+                    return
+            reader = asyncio.create_task(self._read(), name=f"reader:{self.id}")
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (reader, writer):
+                if task not in done:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                elif task.exception() is not None and not self.closing:
+                    exc = task.exception()
+                    if not isinstance(exc, WebSocketDisconnect | OSError | _Closed):
+                        logger.error("session_failed", session=self.id, exc_info=exc)
+                        await self.close(CloseCode.SERVER_ERROR, "server error")
+        except _Closed:
+            pass
+        finally:
+            await self._cleanup(writer)
+
+    async def _cleanup(self, writer: asyncio.Task[None]) -> None:
+        for subscription in list(self.subscriptions.values()):
+            await subscription.close()
+        self.subscriptions.clear()
+        self.outbox.close()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
+        self.hub.unregister(self)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the session with ``code`` (idempotent)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.close_code = code
+        self.hub.metrics.ws_disconnects.labels(str(code)).inc()
+        self.outbox.close()
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(code, reason[:120])
+
+    async def drain(self, timeout: float) -> None:
+        """Answer every publish in flight, send what is queued, close with going_away."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=timeout)
+        await self.outbox.flush(timeout=max(0.1, timeout / 2))
+        await self.close(CloseCode.GOING_AWAY, "gateway shutting down; reconnect")
+
+    async def _send(self, frame: bytes) -> None:
+        if self.binary:
+            await self.websocket.send({"type": "websocket.send", "bytes": frame})
+        else:
+            await self.websocket.send({"type": "websocket.send", "text": frame.decode()})
+
+    def reply(self, frame: msgspec.Struct) -> None:
+        self.outbox.put(self.codec.encode(frame))
+        self.hub.metrics.ws_frames_out.labels(type(frame).__struct_config__.tag).inc()
+
+    def count_delivery(self, n: int) -> None:
+        self.hub.metrics.ws_deliveries.inc(n)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        receive = self.websocket.receive
+        while not self.closing:
+            if not self._room_for_publishes.is_set():
+                await self._room_for_publishes.wait()
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                self.close_code = message.get("code", 1000)
+                self.closing = True
+                return
+            data = message.get("bytes")
+            if data is None:
+                data = message.get("text", "").encode()
+            self.last_seen = time.monotonic()
+            await self._handle(data)
+
+    async def _handle(self, data: bytes) -> None:
+        try:
+            frame = self.codec.decode(data)
+        except f.FrameError as problem:
+            await self._fail(problem.error, problem.request_id)
+            return
+        op = type(frame).__struct_config__.tag
+        self.hub.metrics.ws_frames_in.labels(op).inc()
+        request_id = getattr(frame, "id", None)
+        try:
+            if isinstance(frame, f.Pong):
+                return
+            if isinstance(frame, f.Ping):
+                self.reply(f.ServerPong(id=frame.id))
+                return
+            if isinstance(frame, f.Auth):
+                try:
+                    self._authenticate(frame.token, request_id=None)
+                except _Reject as reject:
+                    await self._close_after_flush(reject.code, reject.reason)
+                    raise _Closed from None
+                return
+            if self.principal is None:
+                raise Unauthorized(
+                    'Authenticate first: send {"op": "auth", "token": "..."} or connect with '
+                    "?token=..."
+                )
+            if isinstance(frame, f.Publish):
+                self._publish(frame)
+            elif isinstance(frame, f.PublishBatch):
+                self._publish_batch(frame)
+            elif isinstance(frame, f.Subscribe):
+                await self._subscribe(frame)
+            elif isinstance(frame, f.Unsubscribe):
+                await self._unsubscribe(frame)
+        except GatewayError as error:
+            sub = getattr(frame, "sub", None)
+            await self._fail(error, request_id, sub if isinstance(frame, f.Subscribe) else None)
+
+    async def _fail(
+        self, error: GatewayError, request_id: Any = None, sub: str | None = None
+    ) -> None:
+        self.hub.metrics.errors.labels(error.code).inc()
+        self.reply(f.error_frame(error, request_id, sub))
+        if not self._error_bucket.take():
+            await self.close(
+                CloseCode.PROTOCOL_VIOLATION,
+                f"more than {self.hub.settings.ws_max_errors_per_minute} errors in a minute",
+            )
+            raise _Closed
+
+    # -- authentication -------------------------------------------------------------------------
+
+    def _authenticate(self, token: str, request_id: Any) -> None:
+        try:
+            principal = self.hub.tokens.verify(token)
+        except Unauthorized as error:
+            self.reply(f.error_frame(error, request_id))
+            expired = "expired" in error.message
+            code = CloseCode.TOKEN_EXPIRED if expired else CloseCode.INVALID_TOKEN
+            raise _Reject(code, error.message) from None
+        current = self.principal
+        if current is not None and (
+            current.user_id != principal.user_id
+            or current.organization_id != principal.organization_id
+        ):
+            problem: GatewayError = Unauthorized(
+                "A refreshed token must be for the same user and organization as the session."
+            )
+            self.reply(f.error_frame(problem, request_id))
+            raise _Reject(CloseCode.INVALID_TOKEN, problem.message)
+        if not principal.scopes & {"publish", "subscribe", "admin"}:
+            problem = Forbidden("The token has neither the publish nor the subscribe scope.")
+            self.reply(f.error_frame(problem, request_id))
+            raise _Reject(CloseCode.FORBIDDEN, problem.message)
+        if current is None:
+            key = (principal.organization_id, principal.user_id)
+            if not self.hub.admit_user(key):
+                limit = self.hub.settings.ws_max_connections_per_user
+                problem = LimitExceeded(f"The user already has {limit} sessions open.")
+                self.reply(f.error_frame(problem, request_id))
+                raise _Reject(CloseCode.TOO_MANY_CONNECTIONS, problem.message)
+            self._counted_user = key
+        self.principal = principal
+        self.warned_expiry = False
+        self.reply(
+            f.Welcome(
+                session=self.id,
+                user_id=principal.user_id,
+                organization_id=principal.organization_id,
+                scopes=sorted(principal.scopes),
+                expires_at=int(principal.expires_at * 1000),
+                heartbeat_ms=int(self.hub.settings.ws_heartbeat_s * 1000),
+            )
+        )
+
+    async def _close_after_flush(self, code: int, reason: str) -> None:
+        await self.outbox.flush(timeout=1.0)
+        await self.close(code, reason)
+
+    def release_user(self) -> tuple[str, str] | None:
+        key, self._counted_user = self._counted_user, None
+        return key
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def _prepare(
+        self, topic: str, event: Any, key: str | None, index: int | None = None
+    ) -> tuple[NewRecord, str]:
+        principal = self.principal
+        assert principal is not None
+        spec = self.hub.log.topic(topic)
+        check_topic(spec, event)
+        event = stamp(
+            event,
+            organization_id=principal.organization_id,
+            user_id=principal.user_id,
+            may_act_for_users=principal.is_admin,
+        )
+        value = encode_event(event, self.hub.settings.max_event_bytes)
+        event_id: str = event.id
+        return (
+            NewRecord(
+                value=value,
+                key=key.encode() if key is not None else None,
+                idempotency_key=f"{principal.organization_id}\x00{event_id}",
+            ),
+            event_id,
+        )
+
+    def _admit_publish(self, count: int) -> None:
+        if self.hub.draining:
+            raise Unavailable("The gateway is shutting down; publish again after reconnecting.")
+        assert self.principal is not None
+        self.principal.require("publish")
+        if not self._publish_bucket.take(count):
+            raise RateLimited(
+                f"More than {self.hub.settings.ws_publish_rate} publishes per second on this "
+                "session (AGENTMEM_WS_PUBLISH_RATE); slow down and retry."
+            )
+
+    def _publish(self, frame: f.Publish) -> None:
+        self._admit_publish(1)
+        record, event_id = self._prepare(frame.topic, frame.event, frame.key)
+        self._start(self._produce(frame, record, event_id, time.perf_counter()))
+
+    def _publish_batch(self, frame: f.PublishBatch) -> None:
+        limit = self.hub.settings.max_batch_events
+        if len(frame.events) > limit:
+            raise TooLarge(
+                f"The batch has {len(frame.events)} events; the limit is {limit} "
+                "(AGENTMEM_MAX_BATCH_EVENTS)."
+            )
+        self.hub.log.topic(frame.topic)
+        self._admit_publish(max(1, len(frame.events)))
+        results: list[dict[str, Any] | None] = []
+        records: list[tuple[int, NewRecord, str]] = []
+        for index, raw in enumerate(frame.events):
+            try:
+                item = self.codec.decode_item(raw, index)
+                record, event_id = self._prepare(frame.topic, item.event, item.key, index)
+            except GatewayError as error:
+                self.hub.metrics.errors.labels(error.code).inc()
+                results.append(f.error_result(error))
+            else:
+                results.append(None)
+                records.append((index, record, event_id))
+        self._start(self._produce_batch(frame, results, records))
+
+    def _start(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+        if len(self._in_flight) >= self.hub.settings.ws_max_in_flight:
+            self._room_for_publishes.clear()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if len(self._in_flight) < self.hub.settings.ws_max_in_flight:
+            self._room_for_publishes.set()
+
+    async def _produce(
+        self, frame: f.Publish, record: NewRecord, event_id: str, started: float
+    ) -> None:
+        try:
+            produced = await self.hub.log.produce(
+                frame.topic, record.key, record.value, idempotency_key=record.idempotency_key
+            )
+        except GatewayError as error:
+            self.hub.metrics.errors.labels(error.code).inc()
+            self.reply(f.error_frame(error, frame.id))
+            return
+        except Exception as exc:
+            logger.exception("produce_failed", topic=frame.topic)
+            self.reply(f.error_frame(Unavailable(f"The log failed: {exc}"), frame.id))
+            return
+        metrics = self.hub.metrics
+        metrics.ws_ack_latency.observe(time.perf_counter() - started)
+        if not produced.duplicate:
+            metrics.produced.labels(frame.topic).inc()
+        self.reply(
+            f.Ack(
+                id=frame.id,
+                topic=frame.topic,
+                partition=produced.partition,
+                offset=produced.offset,
+                event_id=event_id,
+                duplicate=produced.duplicate,
+            )
+        )
+
+    async def _produce_batch(
+        self,
+        frame: f.PublishBatch,
+        results: list[dict[str, Any] | None],
+        records: list[tuple[int, NewRecord, str]],
+    ) -> None:
+        if records:
+            try:
+                produced = await self.hub.log.produce_batch(frame.topic, [r for _, r, _ in records])
+            except GatewayError as error:
+                for index, _, _ in records:
+                    results[index] = f.error_result(error)
+            else:
+                for (index, _, event_id), where in zip(records, produced, strict=True):
+                    results[index] = {
+                        "partition": where.partition,
+                        "offset": where.offset,
+                        "event_id": event_id,
+                        "duplicate": where.duplicate,
+                    }
+                fresh = sum(1 for p in produced if not p.duplicate)
+                self.hub.metrics.produced.labels(frame.topic).inc(fresh)
+        self.reply(f.BatchAck(id=frame.id, topic=frame.topic, results=[r or {} for r in results]))
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    async def _subscribe(self, frame: f.Subscribe) -> None:
+        assert self.principal is not None
+        self.principal.require("subscribe")
+        if frame.sub in self.subscriptions:
+            raise LimitExceeded(
+                f"A subscription named {frame.sub!r} exists in this session; pick another name."
+            )
+        limit = self.hub.settings.ws_max_subscriptions
+        if len(self.subscriptions) >= limit:
+            raise LimitExceeded(
+                f"This session has {limit} subscriptions (AGENTMEM_WS_MAX_SUBSCRIPTIONS); "
+                "unsubscribe from one first."
+            )
+        spec = self.hub.log.topic(frame.topic)
+        if frame.filters:
+            raise LimitExceeded(
+                "SmartModule filters are not available on this gateway yet; subscribe with "
+                '"filters": [].',
+                [ErrorDetail(path="$.filters", problem="not supported")],
+            )
+        requested: dict[int, int] | str
+        if isinstance(frame.from_, dict):
+            requested = {}
+            for name, offset in frame.from_.items():
+                if not name.isdigit() or not 0 <= int(name) < spec.partitions:
+                    raise InvalidOffset(
+                        f"Topic {spec.name!r} has partitions 0 to {spec.partitions - 1}; "
+                        f"{name!r} is not one of them.",
+                        [ErrorDetail(path=f"$.from.{name}", problem="no such partition")],
+                    )
+                requested[int(name)] = offset
+        else:
+            requested = frame.from_
+        feed = await self.hub.feed(frame.topic)
+        positions = dict(feed.positions)
+        if requested != "end":
+            description = await self.hub.log.describe_topic(frame.topic)
+            starts = {p.partition: p.start_offset for p in description.partitions}
+            if requested == "beginning":
+                positions = starts
+            else:
+                assert isinstance(requested, dict)
+                for partition, offset in requested.items():
+                    positions[partition] = max(offset, starts[partition])
+        if self.closing:
+            return
+        subscription = Subscription(self, frame.sub, feed, positions)
+        self.subscriptions[frame.sub] = subscription
+        self.reply(
+            f.Subscribed(
+                id=frame.id,
+                sub=frame.sub,
+                topic=frame.topic,
+                positions={str(p): o for p, o in sorted(positions.items())},
+            )
+        )
+        subscription.start()
+
+    async def _unsubscribe(self, frame: f.Unsubscribe) -> None:
+        subscription = self.subscriptions.pop(frame.sub, None)
+        if subscription is None:
+            raise LimitExceeded(f"No subscription named {frame.sub!r} in this session.")
+        await subscription.close()
+        self.reply(f.Unsubscribed(id=frame.id, sub=frame.sub))
+
+
+class _Closed(Exception):
+    """The session has been closed; stop handling it."""
+
+
+class _Reject(Exception):
+    """Authentication failed: close the session with ``code`` once the error is sent."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
