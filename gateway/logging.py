@@ -9,6 +9,7 @@ Tokens and secrets are never logged: ``redact`` drops any key that looks like on
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -16,12 +17,16 @@ from typing import Any
 import structlog
 
 _SECRET_KEYS = ("token", "secret", "authorization", "password")
+# uvicorn logs WebSocket paths, and browsers pass the token in the query string.
+_SECRET_IN_TEXT = re.compile(r"((?:token|access_token|secret)=)[^&\s\"']+", re.IGNORECASE)
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
         if any(word in key.lower() for word in _SECRET_KEYS):
             event[key] = "<redacted>"
+        elif isinstance(event[key], str) and "=" in event[key]:
+            event[key] = _SECRET_IN_TEXT.sub(r"\1<redacted>", event[key])
     return event
 
 

@@ -39,6 +39,7 @@ class Hub:
         self._feeds: dict[str, TopicFeed] = {}
         self._users: Counter[tuple[str, str]] = Counter()
         self._clock: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._clock = asyncio.create_task(self._tick(), name="ws-clock")
@@ -112,30 +113,38 @@ class Hub:
                 if session.closing:
                     continue
                 try:
-                    await self._check(session, now, wall)
+                    self._check(session, now, wall)
                 except Exception:
                     logger.exception("session_check_failed", session=session.id)
 
-    async def _check(self, session: Session, now: float, wall: float) -> None:
+    def _close(self, session: Session, code: int, reason: str) -> None:
+        # Closing may wait on a client that stopped reading: never make the clock wait.
+        task = asyncio.create_task(session.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _check(self, session: Session, now: float, wall: float) -> None:
         settings = self.settings
         principal = session.principal
         if principal is None:
             if now - session.connected_at > settings.ws_auth_timeout_s:
-                await session.close(CloseCode.AUTH_TIMEOUT, "no auth frame in time")
+                self._close(session, CloseCode.AUTH_TIMEOUT, "no auth frame in time")
             return
         if wall >= principal.expires_at:
-            await session.close(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new one")
+            self._close(session, CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new one")
             return
         if not session.warned_expiry and principal.expires_at - wall <= settings.ws_token_warning_s:
             session.warned_expiry = True
             session.reply(f.TokenExpiring(expires_at=int(principal.expires_at * 1000)))
         if session.outbox.full_for > settings.ws_slow_consumer_s:
-            await session.close(
-                CloseCode.SLOW_CONSUMER, "send queue full too long; resume from your last offsets"
+            self._close(
+                session,
+                CloseCode.SLOW_CONSUMER,
+                "send queue full too long; resume from your last offsets",
             )
             return
         if now - session.last_seen > 2 * settings.ws_heartbeat_s:
-            await session.close(CloseCode.NO_PONG, "no frame for two heartbeats")
+            self._close(session, CloseCode.NO_PONG, "no frame for two heartbeats")
             return
         if now - session.last_ping >= settings.ws_heartbeat_s:
             session.last_ping = now

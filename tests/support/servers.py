@@ -33,7 +33,7 @@ class GatewayProcess:
             "AGENTMEM_DATA_DIR": str(data_dir),
             "AGENTMEM_JWT_SECRET": SECRET,
             "AGENTMEM_LOG_FORMAT": "json",
-            "AGENTMEM_LOG_LEVEL": "warning",
+            "AGENTMEM_LOG_LEVEL": "info",
             **(extra_env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

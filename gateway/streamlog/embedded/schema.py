@@ -67,6 +67,6 @@ def pragmas(durability: Literal["process", "power"]) -> list[str]:
         "PRAGMA journal_mode=WAL",
         f"PRAGMA synchronous={synchronous}",
         "PRAGMA busy_timeout=10000",
-        "PRAGMA cache_size=-65536",
+        "PRAGMA cache_size=-16384",
         "PRAGMA temp_store=MEMORY",
     ]
