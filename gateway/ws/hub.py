@@ -40,6 +40,8 @@ class Hub:
         self._users: Counter[tuple[str, str]] = Counter()
         self._clock: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def start(self) -> None:
         self._clock = asyncio.create_task(self._tick(), name="ws-clock")
@@ -57,6 +59,7 @@ class Hub:
 
     def register(self, session: Session) -> None:
         self.sessions.add(session)
+        self._empty.clear()
         self.metrics.ws_connections.set(len(self.sessions))
 
     def unregister(self, session: Session) -> None:
@@ -66,6 +69,8 @@ class Hub:
             self._users[key] -= 1
             if self._users[key] <= 0:
                 del self._users[key]
+        if not self.sessions:
+            self._empty.set()
         self.metrics.ws_connections.set(len(self.sessions))
 
     def admit_user(self, key: tuple[str, str]) -> bool:
@@ -82,7 +87,14 @@ class Hub:
             await asyncio.wait(
                 [asyncio.create_task(s.drain(timeout)) for s in sessions], timeout=timeout + 1
             )
-        logger.info("drained", sessions=len(sessions))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._empty.wait(), timeout=2.0)
+            # Give clients a moment to answer the close frame before the server drops the
+            # connections: closing TCP while a client is still sending makes the kernels
+            # reset the connection, and the client would lose the acks and the close frame
+            # it had not read yet.
+            await asyncio.sleep(0.5)
+        logger.info("drained", sessions=len(sessions), still_open=len(self.sessions))
 
     # -- feeds -----------------------------------------------------------------------------------
 

@@ -98,10 +98,8 @@ async def test_duplicate_event_ids_are_written_once(
     stranger = await connect(user="x", org="o2")
     await stranger.send({**frame, "id": 1})
     theirs = await stranger.expect("ack", id=1)
-    assert (
-        (theirs["duplicate"] is False
-        and theirs["offset"] != acks[0]["offset"])
-        or (theirs["partition"] != acks[0]["partition"])
+    assert (theirs["duplicate"] is False and theirs["offset"] != acks[0]["offset"]) or (
+        theirs["partition"] != acks[0]["partition"]
     )
 
 
