@@ -8,8 +8,8 @@ import signal
 from collections.abc import Callable
 
 import jwt
-import websockets
 import pytest
+import websockets
 from servers import SECRET, GatewayProcess
 from wsclient import WsClient, event
 
