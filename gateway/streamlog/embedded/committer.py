@@ -233,23 +233,23 @@ async def _known_keys(
     db: aiosqlite.Connection, batch: list[Pending]
 ) -> dict[tuple[int, str], Produced]:
     """Positions of idempotency keys of ``batch`` that were already written."""
-    wanted = [
-        (pending.topic_id, record[4])
-        for pending in batch
-        for record in pending.records
-        if record[4] is not None
-    ]
+    wanted: dict[int, list[str]] = {}
+    for pending in batch:
+        for record in pending.records:
+            if record[4] is not None:
+                wanted.setdefault(pending.topic_id, []).append(record[4])
     found: dict[tuple[int, str], Produced] = {}
-    for start in range(0, len(wanted), 400):
-        chunk = wanted[start : start + 400]
-        marks = ",".join(["(?, ?)"] * len(chunk))
-        rows = await db.execute_fetchall(
-            'SELECT topic_id, key, partition, "offset", timestamp FROM idempotency '
-            f"WHERE (topic_id, key) IN (VALUES {marks})",
-            [value for pair in chunk for value in pair],
-        )
-        for topic_id, key, partition, offset, ts in rows:
-            found[(topic_id, key)] = Produced(partition, offset, ts, True)
+    for topic_id, keys in wanted.items():
+        # `topic_id = ? AND key IN (...)` is answered from the primary key index.
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = await db.execute_fetchall(
+                'SELECT key, partition, "offset", timestamp FROM idempotency '
+                f"WHERE topic_id = ? AND key IN ({','.join('?' * len(chunk))})",
+                [topic_id, *chunk],
+            )
+            for key, partition, offset, ts in rows:
+                found[(topic_id, key)] = Produced(partition, offset, ts, True)
     return found
 
 
