@@ -214,7 +214,7 @@ async def fan_out(port: int, subscribers: int, rate: int, duration: float) -> di
     reader_token = authority.mint("watcher", "bench", ("subscribe", "admin"), 3600)
     writer_token = authority.mint("writer", "bench", ("publish",), 3600)
     subs = await _connect(port, reader_token, subscribers)
-    for n, conn in enumerate(subs):
+    for conn in subs:
         conn.send(b'{"op":"subscribe","id":1,"sub":"s","topic":"system-metrics"}')
     for conn in subs:
         reply = await conn.recv_json()
