@@ -239,8 +239,11 @@ async def fan_out(port: int, subscribers: int, rate: int, duration: float) -> di
     started = time.perf_counter()
     n = 0
     tick = 0.005
+    credit = 0.0
     while time.perf_counter() - started < duration:
-        for _ in range(max(1, int(rate * tick))):
+        credit += rate * tick
+        while credit >= 1:
+            credit -= 1
             n += 1
             publisher.send(
                 b'{"op":"publish","id":%d,"topic":"system-metrics","event":{"type":"log_entry",'
