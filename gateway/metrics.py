@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, str], Any] = {}
         r = self.registry
         self.http_requests = Counter(
             "agentmem_http_requests_total",
@@ -57,3 +60,11 @@ class Metrics:
         self.produce_queue = Gauge(
             "agentmem_produce_queue_records", "Records waiting for a group commit", registry=r
         )
+
+    def child(self, metric: Counter, label: str) -> Any:
+        """``metric.labels(label)``, looked up once: label lookups are slow on hot paths."""
+        key = (id(metric), label)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(label)
+        return found

@@ -159,7 +159,8 @@ class Session:
 
     def reply(self, frame: msgspec.Struct) -> None:
         self.outbox.put(self.codec.encode(frame))
-        self.hub.metrics.ws_frames_out.labels(type(frame).__struct_config__.tag).inc()
+        metrics = self.hub.metrics
+        metrics.child(metrics.ws_frames_out, str(type(frame).__struct_config__.tag)).inc()
 
     def count_delivery(self, n: int) -> None:
         self.hub.metrics.ws_deliveries.inc(n)
@@ -190,7 +191,8 @@ class Session:
             await self._fail(problem.error, problem.request_id)
             return
         op = type(frame).__struct_config__.tag
-        self.hub.metrics.ws_frames_in.labels(op).inc()
+        metrics = self.hub.metrics
+        metrics.child(metrics.ws_frames_in, str(op)).inc()
         request_id = getattr(frame, "id", None)
         try:
             if isinstance(frame, f.Pong):
@@ -382,7 +384,7 @@ class Session:
         metrics = self.hub.metrics
         metrics.ws_ack_latency.observe(time.perf_counter() - started)
         if not produced.duplicate:
-            metrics.produced.labels(frame.topic).inc()
+            metrics.child(metrics.produced, frame.topic).inc()
         self.reply(
             f.Ack(
                 id=frame.id,
