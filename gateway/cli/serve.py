@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import sys
 from types import FrameType
 
 import structlog
@@ -30,6 +31,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    # The log's writer thread needs the GIL briefly around each commit; with the default
+    # 5 ms switch interval a busy event loop makes every commit wait that long.
+    sys.setswitchinterval(0.001)
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     config = uvicorn.Config(

@@ -2,8 +2,9 @@
 
 Producers append to a bounded in-memory queue and wait on a future. One task drains the
 queue: everything that arrived while the previous transaction was committing goes into the
-next one, so a lone record is committed at once and a crowd is committed together. A
-future is answered only after ``COMMIT`` returned, which is when the record is durable.
+next one, so a lone record is committed at once and a crowd is committed together. The
+transaction runs as one call in the writer thread. A future is answered only after
+``COMMIT`` returned, which is when the record is durable.
 
 Queue policy: at most ``queue_limit`` records wait; a producer finding the queue full waits
 for room (backpressure), it is never dropped.
@@ -12,46 +13,51 @@ for room (backpressure), it is never dropped.
 from __future__ import annotations
 
 import asyncio
+import functools
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-import aiosqlite
 import msgspec
 
 from gateway.errors import Unavailable
+from gateway.streamlog.embedded.writer import Writer
 from gateway.streamlog.interface import Headers, Produced
 
 _headers_encoder = msgspec.msgpack.Encoder()
 
-INSERT_RECORD = (
-    'INSERT INTO records (topic_id, partition, "offset", timestamp, key, value, headers) '
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-UPDATE_STATE = (
-    "UPDATE partition_state SET next_offset = ?, last_timestamp = ?, bytes = bytes + ? "
-    "WHERE topic_id = ? AND partition = ?"
-)
-
-
 Placed = tuple[int, bytes | None, bytes, Headers, str | None]
 """A record to write: (partition, key, value, headers, idempotency key)."""
 
-INSERT_IDEMPOTENCY = (
-    'INSERT OR REPLACE INTO idempotency (topic_id, key, partition, "offset", timestamp) '
-    "VALUES (?, ?, ?, ?, ?)"
+ROWS_PER_STATEMENT = 200
+"""Rows written by one multi-row INSERT: one SQLite step (and one GIL release) for many
+rows, where ``executemany`` steps, and takes the GIL back, once per row."""
+
+_INSERT_RECORDS = (
+    'INSERT INTO records (topic_id, partition, "offset", timestamp, key, value, headers) VALUES {}'
+)
+_UPSERT_STATE = (
+    "INSERT INTO partition_state (topic_id, partition, start_offset, next_offset, "
+    "last_timestamp, bytes) VALUES {} ON CONFLICT (topic_id, partition) DO UPDATE SET "
+    "next_offset = excluded.next_offset, last_timestamp = excluded.last_timestamp, "
+    "bytes = partition_state.bytes + excluded.bytes"
+)
+_INSERT_IDEMPOTENCY = (
+    'INSERT OR REPLACE INTO idempotency (topic_id, key, partition, "offset", timestamp) VALUES {}'
 )
 
 
 class PartitionCursors(Protocol):
-    """Where the next record of each partition goes; owned by the log."""
+    """Where the next record of each partition goes; owned by the log, used in the writer
+    thread only."""
 
     next_offset: dict[int, list[int]]
     last_timestamp: dict[int, list[int]]
 
-    async def reload_if_changed(self, db: aiosqlite.Connection) -> None: ...
+    def reload_if_changed(self, db: sqlite3.Connection) -> None: ...
 
-    async def reload(self, db: aiosqlite.Connection) -> None: ...
+    def reload(self, db: sqlite3.Connection) -> None: ...
 
 
 class Pending:
@@ -60,10 +66,7 @@ class Pending:
     __slots__ = ("future", "records", "topic_id")
 
     def __init__(
-        self,
-        topic_id: int,
-        records: Sequence[Placed],
-        future: asyncio.Future[list[Produced]],
+        self, topic_id: int, records: Sequence[Placed], future: asyncio.Future[list[Produced]]
     ) -> None:
         self.topic_id = topic_id
         self.records = records
@@ -73,17 +76,15 @@ class Pending:
 class GroupCommitter:
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        writer: Writer,
         cursors: PartitionCursors,
-        write_lock: asyncio.Lock,
         on_commit: Callable[[set[int]], None],
         *,
         queue_limit: int,
         max_records: int,
     ) -> None:
-        self._db = db
+        self._writer = writer
         self._cursors = cursors
-        self._lock = write_lock
         self._on_commit = on_commit
         self._queue_limit = queue_limit
         self._max_records = max_records
@@ -153,24 +154,9 @@ class GroupCommitter:
         return batch
 
     async def _commit(self, batch: list[Pending]) -> None:
-        db = self._db
-        cursors = self._cursors
+        work = [(p.topic_id, p.records) for p in batch]
         try:
-            async with self._lock:
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    await cursors.reload_if_changed(db)
-                    seen = await _known_keys(db, batch)
-                    rows, results, touched, keys = self._place(batch, seen)
-                    await db.executemany(INSERT_RECORD, rows)
-                    await db.executemany(UPDATE_STATE, touched)
-                    if keys:
-                        await db.executemany(INSERT_IDEMPOTENCY, keys)
-                    await db.execute("COMMIT")
-                except BaseException:
-                    await _rollback(db)
-                    await cursors.reload(db)
-                    raise
+            results = await self._writer.call(functools.partial(self._commit_sync, work))
         except Exception as exc:
             error = Unavailable(f"The stream log could not commit: {exc}. Retry shortly.")
             for pending in batch:
@@ -182,13 +168,33 @@ class GroupCommitter:
                 pending.future.set_result(result)
         self._on_commit({p.topic_id for p in batch})
 
+    def _commit_sync(
+        self, work: list[tuple[int, Sequence[Placed]]], db: sqlite3.Connection
+    ) -> list[list[Produced]]:
+        """One transaction in the writer thread; the cursors are reloaded if it fails."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._cursors.reload_if_changed(db)
+            seen = _known_keys(db, work)
+            rows, results, touched, keys = self._place(work, seen)
+            _insert_many(db, _INSERT_RECORDS, rows)
+            _insert_many(db, _UPSERT_STATE, touched)
+            _insert_many(db, _INSERT_IDEMPOTENCY, keys)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._cursors.reload(db)
+            raise
+        return results
+
     def _place(
-        self, batch: list[Pending], seen: dict[tuple[int, str], Produced]
+        self, work: list[tuple[int, Sequence[Placed]]], seen: dict[tuple[int, str], Produced]
     ) -> tuple[
         list[tuple[object, ...]],
         list[list[Produced]],
-        list[tuple[int, int, int, int, int]],
-        list[tuple[int, str, int, int, int]],
+        list[tuple[object, ...]],
+        list[tuple[object, ...]],
     ]:
         """Give each new record its offset and timestamp (advancing the cursors); a record
         whose idempotency key is in ``seen`` (or earlier in the batch) gets the original."""
@@ -198,13 +204,12 @@ class GroupCommitter:
         rows: list[tuple[object, ...]] = []
         results: list[list[Produced]] = []
         sizes: dict[tuple[int, int], int] = {}
-        keys: list[tuple[int, str, int, int, int]] = []
-        for pending in batch:
-            topic_id = pending.topic_id
+        keys: list[tuple[object, ...]] = []
+        for topic_id, records in work:
             offsets = next_offset[topic_id]
             stamps = last_ts[topic_id]
             produced: list[Produced] = []
-            for partition, key, value, headers, idempotency_key in pending.records:
+            for partition, key, value, headers, idempotency_key in records:
                 if idempotency_key is not None:
                     original = seen.get((topic_id, idempotency_key))
                     if original is not None:
@@ -225,25 +230,42 @@ class GroupCommitter:
                 where = (topic_id, partition)
                 sizes[where] = sizes.get(where, 0) + len(value) + (len(key) if key else 0)
             results.append(produced)
-        touched = [(next_offset[t][p], last_ts[t][p], size, t, p) for (t, p), size in sizes.items()]
+        touched: list[tuple[object, ...]] = [
+            (t, p, 0, next_offset[t][p], last_ts[t][p], size) for (t, p), size in sizes.items()
+        ]
         return rows, results, touched, keys
 
 
-async def _known_keys(
-    db: aiosqlite.Connection, batch: list[Pending]
+@functools.lru_cache(maxsize=512)
+def _values(columns: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([row] * rows)
+
+
+def _insert_many(db: sqlite3.Connection, template: str, rows: Sequence[tuple[object, ...]]) -> None:
+    if not rows:
+        return
+    columns = len(rows[0])
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        db.execute(template.format(_values(columns, len(chunk))), [v for row in chunk for v in row])
+
+
+def _known_keys(
+    db: sqlite3.Connection, work: list[tuple[int, Sequence[Placed]]]
 ) -> dict[tuple[int, str], Produced]:
-    """Positions of idempotency keys of ``batch`` that were already written."""
+    """Positions of the idempotency keys of ``work`` that were already written."""
     wanted: dict[int, list[str]] = {}
-    for pending in batch:
-        for record in pending.records:
+    for topic_id, records in work:
+        for record in records:
             if record[4] is not None:
-                wanted.setdefault(pending.topic_id, []).append(record[4])
+                wanted.setdefault(topic_id, []).append(record[4])
     found: dict[tuple[int, str], Produced] = {}
     for topic_id, keys in wanted.items():
         # `topic_id = ? AND key IN (...)` is answered from the primary key index.
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            rows = await db.execute_fetchall(
+            rows = db.execute(
                 'SELECT key, partition, "offset", timestamp FROM idempotency '
                 f"WHERE topic_id = ? AND key IN ({','.join('?' * len(chunk))})",
                 [topic_id, *chunk],
@@ -251,10 +273,3 @@ async def _known_keys(
             for key, partition, offset, ts in rows:
                 found[(topic_id, key)] = Produced(partition, offset, ts, True)
     return found
-
-
-async def _rollback(db: aiosqlite.Connection) -> None:
-    try:
-        await db.execute("ROLLBACK")
-    except Exception:
-        pass

@@ -1,16 +1,17 @@
-"""``EmbeddedLog``: the stream log in one SQLite database (aiosqlite, WAL mode).
+"""``EmbeddedLog``: the stream log in one SQLite database (WAL mode).
 
-One connection writes (group commits, retention, consumer offsets, topic creation), under
-one lock; another reads (``read``, tails). Several processes may share the file: SQLite
-serialises their writers, and ``PRAGMA data_version`` tells a process that another one has
-committed, so it reloads the partition cursors before assigning offsets, and a watcher
-wakes its tails within ``poll_interval_ms``.
+One connection writes (group commits, retention, consumer offsets, topic creation) in its
+own thread (``Writer``); another reads (``read``, tails) through aiosqlite. Several
+processes may share the file: SQLite serialises their writers, and ``PRAGMA data_version``
+tells a process that another one has committed, so it reloads the partition cursors before
+assigning offsets, and a watcher wakes its tails within ``poll_interval_ms``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,8 +24,9 @@ import structlog
 from gateway.errors import InvalidOffset, TopicExists, Unavailable, UnknownTopic
 from gateway.streamlog.embedded import retention
 from gateway.streamlog.embedded.committer import GroupCommitter
-from gateway.streamlog.embedded.schema import SCHEMA, pragmas
+from gateway.streamlog.embedded.schema import pragmas
 from gateway.streamlog.embedded.tail import EmbeddedTail
+from gateway.streamlog.embedded.writer import Writer
 from gateway.streamlog.interface import (
     Headers,
     NewRecord,
@@ -83,11 +85,10 @@ class EmbeddedLog(StreamLog):
         self._dedup_window_ms = int(dedup_window_s * 1000)
         # A tail re-checks the table this often even without a wake-up, as a safety net.
         self.idle_recheck_s = max(1.0, self._poll_interval * 20)
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: Writer | None = None
         self._reader: aiosqlite.Connection | None = None
         self._topics: dict[str, _Topic] = {}
         self._names: dict[int, str] = {}
-        self._write_lock = asyncio.Lock()
         self._wake: dict[int, asyncio.Event] = {}
         self._committer: GroupCommitter | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -101,17 +102,16 @@ class EmbeddedLog(StreamLog):
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
+        self._writer = Writer(self.path, self._durability)
+        await self._writer.open()
         self._reader = await self._connect()
-        await self._writer.executescript(SCHEMA)
         await self._load_topics()
         for spec in self._declared:
             await self.create_topic(spec, exist_ok=True)
-        await self.reload(self._writer)
+        await self._writer.call(self.reload)
         self._committer = GroupCommitter(
             self._writer,
             self,
-            self._write_lock,
             self._notify,
             queue_limit=self._queue_limit,
             max_records=self._commit_max_records,
@@ -142,9 +142,10 @@ class EmbeddedLog(StreamLog):
                 await task
         for event in self._wake.values():
             event.set()
-        for db in (self._reader, self._writer):
-            if db is not None:
-                await db.close()
+        if self._reader is not None:
+            await self._reader.close()
+        if self._writer is not None:
+            await self._writer.close()
         logger.info("log_closed", path=str(self.path))
 
     @property
@@ -155,9 +156,12 @@ class EmbeddedLog(StreamLog):
         """Raise ``Unavailable`` unless a write transaction can be taken now."""
         if self._closed or self._writer is None:
             raise Unavailable("The stream log is closed.")
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            await self._writer.execute("ROLLBACK")
+
+        def probe(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+
+        await self._writer.call(probe)
 
     # -- topics -------------------------------------------------------------------------------
 
@@ -187,24 +191,21 @@ class EmbeddedLog(StreamLog):
                 )
                 existing.spec = spec
             return
-        db = self._db(self._writer)
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = await db.execute(
-                    "INSERT INTO topics (name, spec) VALUES (?, ?)",
-                    (spec.name, _spec_encoder.encode(spec)),
-                )
-                topic_id = cursor.lastrowid
-                assert topic_id is not None
-                await db.executemany(
-                    "INSERT INTO partition_state VALUES (?, ?, 0, 0, 0, 0)",
-                    [(topic_id, p) for p in range(spec.partitions)],
-                )
-                await db.execute("COMMIT")
-            except Exception:
-                await db.execute("ROLLBACK")
-                raise
+
+        def insert(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "INSERT INTO topics (name, spec) VALUES (?, ?)",
+                (spec.name, _spec_encoder.encode(spec)),
+            )
+            topic_id = cursor.lastrowid
+            assert topic_id is not None
+            db.executemany(
+                "INSERT INTO partition_state VALUES (?, ?, 0, 0, 0, 0)",
+                [(topic_id, p) for p in range(spec.partitions)],
+            )
+            return topic_id
+
+        topic_id = await self._writer_or_fail().transaction(insert)
         self._topics[spec.name] = _Topic(topic_id, spec)
         self._names[topic_id] = spec.name
         self.next_offset[topic_id] = [0] * spec.partitions
@@ -359,32 +360,28 @@ class EmbeddedLog(StreamLog):
         rows = await self._db(self._reader).execute_fetchall(sql, params)
         return list(rows)
 
+    def _writer_or_fail(self) -> Writer:
+        if self._writer is None:
+            raise Unavailable("The stream log is not open.")
+        return self._writer
+
     async def _write(self, sql: str, params: Any, *, many: bool = False) -> None:
-        db = self._db(self._writer)
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                if many:
-                    await db.executemany(sql, params)
-                else:
-                    await db.execute(sql, params)
-                await db.execute("COMMIT")
-            except Exception:
-                await db.execute("ROLLBACK")
-                raise
+        def run(db: sqlite3.Connection) -> None:
+            if many:
+                db.executemany(sql, params)
+            else:
+                db.execute(sql, params)
+
+        await self._writer_or_fail().transaction(run)
 
     async def write_in_transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Run statements in one write transaction under the write lock."""
-        db = self._db(self._writer)
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    await db.execute(sql, params)
-                await db.execute("COMMIT")
-            except Exception:
-                await db.execute("ROLLBACK")
-                raise
+        """Run statements in one write transaction."""
+
+        def run(db: sqlite3.Connection) -> None:
+            for sql, params in statements:
+                db.execute(sql, params)
+
+        await self._writer_or_fail().transaction(run)
 
     async def snapshot(self, topic_id: int) -> tuple[dict[int, tuple[int, int]], int]:
         """(start, end) offsets of each partition and the highest record id, consistently."""
@@ -425,30 +422,26 @@ class EmbeddedLog(StreamLog):
         for topic_id in topic_ids:
             self.wake(topic_id)
 
-    async def reload_if_changed(self, db: aiosqlite.Connection) -> None:
-        version = await _data_version(db)
+    def reload_if_changed(self, db: sqlite3.Connection) -> None:
+        """In the writer thread: reload the cursors if another process has committed."""
+        version = _data_version_sync(db)
         if version != self._data_version:
-            await self.reload(db)
-            self._data_version = version
+            self.reload(db)
 
-    async def reload(self, db: aiosqlite.Connection) -> None:
-        """Read the partition cursors back from the database (after another writer)."""
-        rows = await db.execute_fetchall(
-            "SELECT topic_id, partition, next_offset, last_timestamp FROM partition_state", ()
-        )
+    def reload(self, db: sqlite3.Connection) -> None:
+        """In the writer thread: read the partition cursors back from the database."""
+        rows = db.execute(
+            "SELECT topic_id, partition, next_offset, last_timestamp FROM partition_state"
+        ).fetchall()
         for topic_id, partition, next_offset, last_ts in rows:
             if topic_id not in self.next_offset:
-                spec_rows = await db.execute_fetchall(
-                    "SELECT spec FROM topics WHERE id = ?", (topic_id,)
-                )
-                spec = _spec_decoder.decode(next(iter(spec_rows))[0])
-                self._topics[spec.name] = _Topic(topic_id, spec)
-                self._names[topic_id] = spec.name
+                (blob,) = db.execute("SELECT spec FROM topics WHERE id = ?", (topic_id,)).fetchone()
+                spec = _spec_decoder.decode(blob)
                 self.next_offset[topic_id] = [0] * spec.partitions
                 self.last_timestamp[topic_id] = [0] * spec.partitions
             self.next_offset[topic_id][partition] = next_offset
             self.last_timestamp[topic_id][partition] = last_ts
-        self._data_version = await _data_version(db)
+        self._data_version = _data_version_sync(db)
 
     async def _watch(self) -> None:
         """Wake every tail when another connection or process has committed."""
@@ -456,8 +449,6 @@ class EmbeddedLog(StreamLog):
         seen = await _data_version(reader)
         while True:
             await asyncio.sleep(self._poll_interval)
-            if not self._wake:
-                continue
             try:
                 version = await _data_version(reader)
             except Exception:
@@ -468,6 +459,10 @@ class EmbeddedLog(StreamLog):
                 await self._load_topics()
                 for topic_id in list(self._wake):
                     self.wake(topic_id)
+
+
+def _data_version_sync(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA data_version").fetchone()[0])
 
 
 async def _data_version(db: aiosqlite.Connection) -> int:
