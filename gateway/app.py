@@ -15,7 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 from gateway.errors import GatewayError
 from gateway.http.context import RequestContext
 from gateway.http.responses import JSON, error_response
-from gateway.http.routes import health, ingest, topics
+from gateway.http.routes import health, ingest, smartmodules, topics
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.ws.endpoint import websocket_endpoint
@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/topics", topics.list_topics, methods=["GET"]),
         Route("/api/v1/topics/{name}", topics.describe_topic, methods=["GET"]),
         Route("/api/v1/topics/{name}/records", topics.read_records, methods=["GET"]),
+        Route("/api/v1/smartmodules", smartmodules.list_smartmodules, methods=["GET"]),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
     app = Starlette(

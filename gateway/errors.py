@@ -50,6 +50,11 @@ class UnknownOp(GatewayError):
     http_status = 400
 
 
+class UnknownSubscription(GatewayError):
+    code = "unknown_subscription"
+    http_status = 404
+
+
 class UnknownTopic(GatewayError):
     code = "unknown_topic"
     http_status = 404

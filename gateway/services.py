@@ -5,9 +5,11 @@ from __future__ import annotations
 from gateway.auth.tokens import TokenAuthority
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.smartmodules import SmartModuleEngine, SmartModuleRegistry
 from gateway.streamlog.embedded import EmbeddedLog
 from gateway.streamlog.interface import StreamLog
 from gateway.streamlog.topics import load_topics
+from gateway.ws.filters import FilterChains
 from gateway.ws.hub import Hub
 
 
@@ -25,13 +27,26 @@ def open_log(settings: Settings) -> StreamLog:
     )
 
 
+def open_registry(settings: Settings) -> SmartModuleRegistry:
+    """The SmartModules known by name: the project's own plus ``AGENTMEM_SMARTMODULE_DIR``."""
+    engine = SmartModuleEngine(
+        settings.data_dir / "smartmodule-cache",
+        memory_limit_bytes=settings.smartmodule_memory_bytes,
+    )
+    directories = [settings.smartmodule_dir] if settings.smartmodule_dir else []
+    return SmartModuleRegistry(engine, directories)
+
+
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.tokens = TokenAuthority.from_settings(settings.jwt_secret, settings.data_dir)
         self.metrics = Metrics()
         self.log = open_log(settings)
-        self.hub = Hub(settings, self.log, self.tokens, self.metrics)
+        self.smartmodules = open_registry(settings)
+        self.hub = Hub(
+            settings, self.log, self.tokens, self.metrics, FilterChains(self.smartmodules)
+        )
 
     async def open(self) -> None:
         await self.log.open()

@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     poll_interval_ms: int = 50
     retention_interval_s: float = 30.0
     dedup_window_s: float = 600.0
+    smartmodule_dir: Path | None = None
+    smartmodule_memory_bytes: int = 67_108_864
     ws_max_frame_bytes: int = 1_048_576
     ws_publish_rate: int = 20_000
     ws_max_in_flight: int = 1_000
@@ -197,6 +199,17 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "dedup_window_s",
         _seconds_at_least(300),
         "How long an event id is remembered: a re-sent event within it is not written again.",
+    ),
+    SettingSpec(
+        "smartmodule_dir",
+        _path,
+        "Directory of extra SmartModules (`*.wasm`, optional `<name>.toml` manifest beside), "
+        "registered by file name next to the built-in ones.",
+    ),
+    SettingSpec(
+        "smartmodule_memory_bytes",
+        _int_range(1 << 20, 1 << 32),
+        "Memory cap of each SmartModule instance; a module exceeding it fails that call.",
     ),
     SettingSpec(
         "ws_max_frame_bytes",

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import records, serve, token, topics
+from gateway.cli import records, serve, smartmodule, token, topics
 from gateway.cli.common import EXIT_USAGE, fail
 from gateway.settings import SettingsError
 from gateway.streamlog.topics import TopicsFileError
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_parser(commands)
     topics.add_parser(commands)
     records.add_parsers(commands)
+    smartmodule.add_parser(commands)
     return parser
 
 

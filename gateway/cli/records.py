@@ -36,8 +36,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "produce",
         help="write events read from stdin",
         description="Read one JSON event envelope per line from stdin, validate it, write it "
-        "durably and print where it landed. Invalid lines are reported on stderr and skipped "
-        "(exit status 1 at the end).",
+        "durably and print where it landed. An event whose id the organization already "
+        "wrote to the topic within the dedup window is not written again. Invalid lines are "
+        "reported on stderr and skipped (exit status 1 at the end).",
     )
     produce.add_argument("topic")
     produce.add_argument("--key", help="record key for every event (e.g. a user id)")
@@ -94,6 +95,7 @@ def run_produce(args: argparse.Namespace) -> int:
                 if not line:
                     continue
                 try:
+                    idempotency_key = None
                     if args.raw:
                         value, event_id = line, None
                     else:
@@ -106,7 +108,11 @@ def run_produce(args: argparse.Namespace) -> int:
                             may_act_for_users=True,
                         )
                         value, event_id = encode_event(event, settings.max_event_bytes), event.id
-                    produced = await log.produce(args.topic, key, value)
+                        # The event id is the idempotency key, as on the HTTP and WebSocket APIs.
+                        idempotency_key = f"{args.org}\x00{event_id}"
+                    produced = await log.produce(
+                        args.topic, key, value, idempotency_key=idempotency_key
+                    )
                 except GatewayError as error:
                     failed += 1
                     print(f"line {number}: {error.code}: {error.message}", file=sys.stderr)
@@ -118,6 +124,7 @@ def run_produce(args: argparse.Namespace) -> int:
                             "topic": args.topic,
                             "partition": produced.partition,
                             "offset": produced.offset,
+                            "duplicate": produced.duplicate,
                         }
                     ).decode(),
                     flush=True,

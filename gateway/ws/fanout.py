@@ -8,7 +8,9 @@ skipped or repeated at the switch. When its session's send queue is full, the su
 detaches and catches up again from the first record it could not queue: fan-out never
 waits for a slow client, and the client still gets every record, in order.
 
-Tenancy is applied here, to every record, whatever the subscription's filters.
+Subscriptions with SmartModule filters receive the chain's output records; the feed
+evaluates each shared chain once per batch for all its subscriptions. Tenancy is applied
+here, to every delivery, by the owner of the input record, whatever the filters.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from gateway.auth.tenancy import record_owner
 from gateway.auth.tokens import Principal
+from gateway.smartmodules import SmartModuleError
 from gateway.streamlog.interface import Record, StreamLog, Tail
+from gateway.ws.filters import FilterChain
 from gateway.ws.frames import EventFrame, json_prefix, msgpack_prefix
 from gateway.ws.outbox import Outbox
 
@@ -40,6 +44,8 @@ class Owned(Protocol):
 
     def count_delivery(self, n: int) -> None: ...
 
+    def subscription_failed(self, name: str, error: SmartModuleError) -> None: ...
+
 
 def visible(principal: Principal | None, owner: Owner) -> bool:
     if principal is None or owner[0] != principal.organization_id:
@@ -54,11 +60,13 @@ class Subscription:
         name: str,
         feed: TopicFeed,
         positions: dict[int, int],
+        chain: FilterChain | None = None,
     ) -> None:
         self.session = session
         self.name = name
         self.feed = feed
         self.next = positions
+        self.chain = chain
         self.closed = False
         self._attached = False
         self._catch_up: asyncio.Task[None] | None = None
@@ -90,7 +98,11 @@ class Subscription:
 
     # -- live: called by the feed, synchronously ----------------------------------------------
 
-    def take(self, frames: list[tuple[EventFrame, Owner]]) -> None:
+    def take(
+        self, frames: list[tuple[EventFrame, Owner]], seen: dict[int, int] | None = None
+    ) -> None:
+        """Queue ``frames``; ``seen`` (filtered subscriptions) is where the chain's input
+        ended per partition, so records the chain dropped are not read again later."""
         next_offsets = self.next
         principal = self.session.principal
         outbox = self.session.outbox
@@ -108,11 +120,20 @@ class Subscription:
                     self._catch_up = asyncio.create_task(
                         self._run_catch_up(), name=f"catch-up:{self.name}"
                     )
+                    seen = None
                     break
                 delivered += 1
             next_offsets[record.partition] = record.offset + 1
+        if seen:
+            for partition, end in seen.items():
+                if next_offsets.get(partition, end) < end:
+                    next_offsets[partition] = end
         if delivered:
             self.session.count_delivery(delivered)
+
+    def report(self, errors: list[SmartModuleError]) -> None:
+        for error in errors:
+            self.session.subscription_failed(self.name, error)
 
     # -- catching up from the log ---------------------------------------------------------------
 
@@ -136,18 +157,27 @@ class Subscription:
                     )
                     if not records:
                         break
+                    records = [r for r in records if r.offset < target]
+                    if not records:
+                        break
+                    owners = {r.offset: record_owner(r.value) for r in records}
+                    outputs: list[Any] = records
+                    if self.chain is not None:
+                        outputs, errors = self.chain.run(records)
+                        self.report(errors)
+                        if self.closed:
+                            return
                     delivered = 0
-                    for record in records:
-                        if record.offset >= target:
-                            break
-                        if visible(self.session.principal, record_owner(record.value)):
-                            frame = self._encode(EventFrame(record))
+                    for output in outputs:
+                        owner = owners.get(output.offset, (None, None))
+                        if visible(self.session.principal, owner):
+                            frame = self._encode(EventFrame(output))
                             while not outbox.offer(frame):
                                 if self.closed or outbox.closed:
                                     return
                                 await outbox.wait_room()
                             delivered += 1
-                        self.next[partition] = record.offset + 1
+                    self.next[partition] = records[-1].offset + 1
                     if delivered:
                         self.session.count_delivery(delivered)
 
@@ -219,9 +249,33 @@ class TopicFeed:
             logger.exception("feed_failed", topic=self.topic)
 
     def _dispatch(self, batch: list[Record]) -> None:
-        frames = [(EventFrame(record), record_owner(record.value)) for record in batch]
         positions = self.positions
         for record in batch:
             positions[record.partition] = record.offset + 1
+        plain: list[tuple[EventFrame, Owner]] | None = None
+        owners: dict[tuple[int, int], Owner] | None = None
+        seen: dict[int, int] = {}
+        shared: dict[str, tuple[list[tuple[EventFrame, Owner]], list[SmartModuleError]]] = {}
         for subscription in list(self._attached):
-            subscription.take(frames)
+            chain = subscription.chain
+            if chain is None:
+                if plain is None:
+                    plain = [(EventFrame(r), record_owner(r.value)) for r in batch]
+                subscription.take(plain)
+                continue
+            if owners is None:
+                owners = {(r.partition, r.offset): record_owner(r.value) for r in batch}
+                for record in batch:
+                    seen[record.partition] = record.offset + 1
+            result = shared.get(chain.key) if chain.shared else None
+            if result is None:
+                outputs, errors = chain.run(batch)
+                frames = [
+                    (EventFrame(o), owners.get((o.partition, o.offset), (None, None)))
+                    for o in outputs
+                ]
+                result = (frames, errors)
+                if chain.shared:
+                    shared[chain.key] = result
+            subscription.take(result[0], seen)
+            subscription.report(result[1])

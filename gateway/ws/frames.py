@@ -22,6 +22,7 @@ from gateway.errors import (
     UnknownOp,
 )
 from gateway.schemas.envelope import AnyEvent, error_details
+from gateway.smartmodules.batch import OutputRecord
 from gateway.streamlog.interface import Record
 
 RequestId = int | Annotated[str, Meta(max_length=128)]
@@ -295,7 +296,7 @@ class EventFrame:
 
     __slots__ = ("_json_tail", "_msgpack_tail", "record")
 
-    def __init__(self, record: Record) -> None:
+    def __init__(self, record: Record | OutputRecord) -> None:
         self.record = record
         self._json_tail: bytes | None = None
         self._msgpack_tail: bytes | None = None

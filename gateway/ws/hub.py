@@ -21,6 +21,7 @@ from gateway.streamlog.interface import StreamLog
 from gateway.ws import frames as f
 from gateway.ws.codes import CloseCode
 from gateway.ws.fanout import TopicFeed
+from gateway.ws.filters import FilterChains
 from gateway.ws.session import Session
 
 logger = structlog.get_logger(__name__)
@@ -28,9 +29,15 @@ logger = structlog.get_logger(__name__)
 
 class Hub:
     def __init__(
-        self, settings: Settings, log: StreamLog, tokens: TokenAuthority, metrics: Metrics
+        self,
+        settings: Settings,
+        log: StreamLog,
+        tokens: TokenAuthority,
+        metrics: Metrics,
+        chains: FilterChains,
     ) -> None:
         self.settings = settings
+        self.chains = chains
         self.log = log
         self.tokens = tokens
         self.metrics = metrics

@@ -31,12 +31,15 @@ from gateway.errors import (
     TooLarge,
     Unauthorized,
     Unavailable,
+    UnknownSubscription,
 )
 from gateway.schemas.envelope import check_topic, encode_event, stamp
+from gateway.smartmodules import SmartModuleError
 from gateway.streamlog.interface import NewRecord
 from gateway.ws import frames as f
 from gateway.ws.codes import CloseCode
 from gateway.ws.fanout import Subscription
+from gateway.ws.filters import chain_error, is_fatal
 from gateway.ws.limits import TokenBucket
 from gateway.ws.outbox import Outbox
 
@@ -164,6 +167,18 @@ class Session:
 
     def count_delivery(self, n: int) -> None:
         self.hub.metrics.ws_deliveries.inc(n)
+
+    def subscription_failed(self, name: str, error: SmartModuleError) -> None:
+        """A subscription's SmartModule chain failed: tell the client; a hard failure
+        (trap, fuel, memory) also ends the subscription."""
+        self.hub.metrics.errors.labels(error.code).inc()
+        self.reply(f.error_frame(chain_error(error), sub=name))
+        if is_fatal(error):
+            subscription = self.subscriptions.pop(name, None)
+            if subscription is not None:
+                task = asyncio.create_task(subscription.close())
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -436,12 +451,7 @@ class Session:
                 "unsubscribe from one first."
             )
         spec = self.hub.log.topic(frame.topic)
-        if frame.filters:
-            raise LimitExceeded(
-                "SmartModule filters are not available on this gateway yet; subscribe with "
-                '"filters": [].',
-                [ErrorDetail(path="$.filters", problem="not supported")],
-            )
+        chain = self.hub.chains.build(frame.filters)
         requested: dict[int, int] | str
         if isinstance(frame.from_, dict):
             requested = {}
@@ -468,7 +478,7 @@ class Session:
                     positions[partition] = max(offset, starts[partition])
         if self.closing:
             return
-        subscription = Subscription(self, frame.sub, feed, positions)
+        subscription = Subscription(self, frame.sub, feed, positions, chain)
         self.subscriptions[frame.sub] = subscription
         self.reply(
             f.Subscribed(
@@ -483,7 +493,10 @@ class Session:
     async def _unsubscribe(self, frame: f.Unsubscribe) -> None:
         subscription = self.subscriptions.pop(frame.sub, None)
         if subscription is None:
-            raise LimitExceeded(f"No subscription named {frame.sub!r} in this session.")
+            raise UnknownSubscription(
+                f"No subscription named {frame.sub!r} in this session.",
+                [ErrorDetail(path="$.sub", problem="unknown")],
+            )
         await subscription.close()
         self.reply(f.Unsubscribed(id=frame.id, sub=frame.sub))
 

@@ -3,6 +3,9 @@
 Both answer only after the log has committed the records. In a batch each item stands
 alone: an invalid item gets an error result and does not stop the valid ones, which are
 written together (atomically per topic); results come back in the order of the items.
+The event ``id`` is the idempotency key, as on the WebSocket: an event whose id the
+organization already wrote to the topic within the dedup window is not written again, and
+the answer names the original position with ``"duplicate": true``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ def prepare(
     value = encode_event(event, services.settings.max_event_bytes)
     key = request.key.encode() if request.key is not None else None
     assert event.id is not None
-    return topic, NewRecord(value=value, key=key), event.id
+    idempotency_key = f"{who.organization_id}\x00{event.id}"
+    return topic, NewRecord(value=value, key=key, idempotency_key=idempotency_key), event.id
 
 
 async def publish_event(request: Request) -> JSON:
@@ -61,9 +65,12 @@ async def publish_event(request: Request) -> JSON:
     publish = decode_json(publish_decoder, body)
     topic, record, event_id = prepare(services, who, publish)
     started = time.perf_counter()
-    produced = await services.log.produce(topic, record.key, record.value)
+    produced = await services.log.produce(
+        topic, record.key, record.value, idempotency_key=record.idempotency_key
+    )
     services.metrics.produce_latency.observe(time.perf_counter() - started)
-    services.metrics.produced.labels(topic).inc()
+    if not produced.duplicate:
+        services.metrics.produced.labels(topic).inc()
     return JSON(
         {
             "success": True,
@@ -72,6 +79,7 @@ async def publish_event(request: Request) -> JSON:
             "partition": produced.partition,
             "offset": produced.offset,
             "timestamp": produced.timestamp,
+            "duplicate": produced.duplicate,
         }
     )
 
@@ -105,7 +113,7 @@ async def publish_batch(request: Request) -> JSON:
             for index, _, _ in items:
                 results[index] = {"success": False, "error": error_body(error)}
             continue
-        services.metrics.produced.labels(topic).inc(len(items))
+        services.metrics.produced.labels(topic).inc(sum(1 for p in produced if not p.duplicate))
         for (index, _, event_id), where in zip(items, produced, strict=True):
             results[index] = {
                 "success": True,
@@ -114,6 +122,7 @@ async def publish_batch(request: Request) -> JSON:
                 "partition": where.partition,
                 "offset": where.offset,
                 "timestamp": where.timestamp,
+                "duplicate": where.duplicate,
             }
     processed = sum(1 for r in results if r["success"])
     return JSON(

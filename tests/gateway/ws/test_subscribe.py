@@ -187,9 +187,19 @@ async def test_tenancy_is_enforced_on_every_delivery(connect: Connect) -> None:
                 "topic": "audit-logs",
                 "filters": [{"smartmodule": "nope"}],
             },
-            "limit_exceeded",
+            "unknown_smartmodule",
         ),
-        ({"op": "unsubscribe", "id": 1, "sub": "never"}, "limit_exceeded"),
+        (
+            {
+                "op": "subscribe",
+                "id": 1,
+                "sub": "s",
+                "topic": "memory-updates",
+                "filters": [{"smartmodule": "memory-filter", "params": {"min_importance": "lots"}}],
+            },
+            "invalid_smartmodule_params",
+        ),
+        ({"op": "unsubscribe", "id": 1, "sub": "never"}, "unknown_subscription"),
     ],
 )
 async def test_bad_subscriptions(connect: Connect, frame: dict, code: str) -> None:
@@ -313,3 +323,86 @@ async def test_slow_consumer_is_cut_off_with_bounded_memory_then_resumes(
         assert position not in seen
         seen.add(position)
     assert len(seen) == total
+
+
+async def test_filters_run_smartmodules_and_tenancy_still_applies(connect: Connect) -> None:
+    """event-filter keeps important events; data-transform maps them to memory items."""
+    writer = await connect(user="fil", org="acme")
+    other = await connect(user="intruder", org="acme")
+    chain = [
+        {"smartmodule": "event-filter", "params": {"min_importance": 0.6}},
+        {"smartmodule": "data-transform"},
+    ]
+    for client in (writer, other):
+        await client.send(
+            {"op": "subscribe", "id": 1, "sub": "f", "topic": "user-events", "filters": chain}
+        )
+        await client.expect("subscribed", id=1)
+    await writer.send(
+        {"op": "subscribe", "id": 2, "sub": "plain", "topic": "user-events", "filters": []}
+    )
+    await writer.expect("subscribed", id=2)
+    for i, importance in enumerate([0.9, 0.1, 0.7, 0.3]):
+        await writer.send(
+            {
+                "op": "publish",
+                "id": i,
+                "topic": "user-events",
+                "key": "same",
+                "event": event(f"act{i}", importance=importance),
+            }
+        )
+        await writer.expect("ack", id=i)
+    got = [await writer.expect("event", sub="f") for _ in range(2)]
+    assert [g["data"]["content"] for g in got] == ["act0", "act2"]
+    assert all(g["data"]["memory_type"] == "episodic" for g in got)
+    assert [g["offset"] for g in got] == sorted(g["offset"] for g in got)
+    plain = [await writer.expect("event", sub="plain") for _ in range(4)]
+    assert len(plain) == 4
+    with pytest.raises(asyncio.TimeoutError):
+        await writer.expect("event", sub="f", timeout=0.3)
+    with pytest.raises(asyncio.TimeoutError):
+        await other.expect("event", sub="f", timeout=0.3)
+
+
+async def test_filtered_subscription_replays_from_the_log(connect: Connect) -> None:
+    writer = await connect(user="rep", org="acme")
+    acks = []
+    for i, importance in enumerate([0.95, 0.2, 0.8]):
+        await writer.send(
+            {
+                "op": "publish",
+                "id": i,
+                "topic": "user-events",
+                "key": "rep",
+                "event": event(f"r{i}", importance=importance),
+            }
+        )
+        acks.append(await writer.expect("ack", id=i))
+    partition = acks[0]["partition"]
+    await writer.send(
+        {
+            "op": "subscribe",
+            "id": 9,
+            "sub": "r",
+            "topic": "user-events",
+            "from": {str(partition): acks[0]["offset"]},
+            "filters": [{"smartmodule": "event-filter", "params": {"min_importance": 0.5}}],
+        }
+    )
+    await writer.expect("subscribed", id=9)
+    got = [await writer.expect("event", sub="r") for _ in range(2)]
+    assert [g["offset"] for g in got] == [acks[0]["offset"], acks[2]["offset"]]
+
+
+def test_registry_is_listed_over_http(ws_gateway: GatewayProcess, make_token: Callable[..., str]) -> None:
+    response = httpx.get(
+        ws_gateway.url + "/api/v1/smartmodules",
+        headers={"authorization": f"Bearer {make_token()}"},
+    )
+    assert response.status_code == 200
+    modules = {m["name"]: m for m in response.json()["smartmodules"]}
+    assert {"event-filter", "data-transform", "event-aggregate", "memory-filter"} <= set(modules)
+    assert modules["event-filter"]["kind"] == "filter"
+    assert any(p["name"] == "min_importance" for p in modules["event-filter"]["params"])
+    assert httpx.get(ws_gateway.url + "/api/v1/smartmodules").status_code == 401
