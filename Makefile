@@ -3,16 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Re-install whenever pyproject.toml changes.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml clients/python/pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 # System packages the tests need, installed with apt when missing (as root).
 APT_PACKAGES :=
 
 .PHONY: run test install system-deps lint typecheck pytest bench-log clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e clients/python
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -35,10 +35,11 @@ system-deps:
 	fi
 
 lint: install
-	$(BIN)/ruff check gateway agents tests loadtest
+	$(BIN)/ruff check gateway agents tests loadtest clients/python
 
 typecheck: install
 	$(BIN)/mypy
+	$(BIN)/mypy --strict clients/python/src
 
 pytest: install system-deps
 	$(BIN)/pytest
