@@ -9,8 +9,9 @@ its payload). A client sends at least ``{"type", "payload"}``; the gateway fills
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Union, cast
 
 import msgspec
@@ -127,6 +128,16 @@ def check_topic(spec: TopicSpec, event: Envelope, *, internal: bool = False) -> 
         )
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_event_id() -> str:
+    """A unique event id: a random per-process prefix and a counter (cheaper than uuid4,
+    which costs a system call per id)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
 def stamp(
     event: Envelope, *, organization_id: str, user_id: str, may_act_for_users: bool = False
 ) -> Envelope:
@@ -149,7 +160,7 @@ def stamp(
         )
     return msgspec.structs.replace(
         event,
-        id=event.id or uuid.uuid4().hex,
+        id=event.id or new_event_id(),
         organization_id=organization_id,
         user_id=event.user_id if event.user_id is not None else user_id,
         timestamp=event.timestamp if event.timestamp is not None else int(time.time() * 1000),

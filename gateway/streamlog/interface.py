@@ -8,6 +8,7 @@ only once the record is durable, so an offset handed to a client is never taken 
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Literal, TypeAlias
 
@@ -167,6 +168,18 @@ class StreamLog(abc.ABC):
         idempotency_key: str | None = None,
     ) -> Produced:
         """Append one record; returns once it is durable (see ``NewRecord.idempotency_key``)."""
+
+    def produce_nowait(
+        self, topic: str, key: bytes | None, value: bytes, *, idempotency_key: str | None = None
+    ) -> asyncio.Future[Produced]:
+        """Start a produce and return its future at once (no task per call).
+
+        Raises at once what ``produce`` would raise before queueing (unknown topic, closed
+        log); the future carries commit failures.
+        """
+        return asyncio.ensure_future(
+            self.produce(topic, key, value, idempotency_key=idempotency_key)
+        )
 
     @abc.abstractmethod
     async def produce_batch(self, topic: str, records: Sequence[NewRecord]) -> list[Produced]:

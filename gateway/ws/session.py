@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,7 @@ class Session:
         self.closing = False
         self.close_code: int | None = None
         self.subscriptions: dict[str, Subscription] = {}
+        self._asgi_send = websocket._send
         self.outbox = Outbox(
             self._send,
             max_frames=settings.ws_send_queue_frames,
@@ -74,7 +76,7 @@ class Session:
         self._error_bucket = TokenBucket(
             settings.ws_max_errors_per_minute / 60, settings.ws_max_errors_per_minute
         )
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: set[asyncio.Future[Any]] = set()
         self._room_for_publishes = asyncio.Event()
         self._room_for_publishes.set()
         self._counted_user: tuple[str, str] | None = None
@@ -155,10 +157,11 @@ class Session:
         await self.close(CloseCode.GOING_AWAY, "gateway shutting down; reconnect")
 
     async def _send(self, frame: bytes) -> None:
+        # The raw ASGI send: Starlette's wrapper re-checks its state machine per message.
         if self.binary:
-            await self.websocket.send({"type": "websocket.send", "bytes": frame})
+            await self._asgi_send({"type": "websocket.send", "bytes": frame})
         else:
-            await self.websocket.send({"type": "websocket.send", "text": frame.decode()})
+            await self._asgi_send({"type": "websocket.send", "text": frame.decode()})
 
     def reply(self, frame: msgspec.Struct) -> None:
         self.outbox.put(self.codec.encode(frame))
@@ -344,7 +347,13 @@ class Session:
     def _publish(self, frame: f.Publish) -> None:
         self._admit_publish(1)
         record, event_id = self._prepare(frame.topic, frame.event, frame.key)
-        self._start(self._produce(frame, record, event_id, time.perf_counter()))
+        future = self.hub.log.produce_nowait(
+            frame.topic, record.key, record.value, idempotency_key=record.idempotency_key
+        )
+        self._track(future)
+        future.add_done_callback(
+            functools.partial(self._acked, frame, event_id, time.perf_counter())
+        )
 
     def _publish_batch(self, frame: f.PublishBatch) -> None:
         limit = self.hub.settings.max_batch_events
@@ -370,32 +379,33 @@ class Session:
         self._start(self._produce_batch(frame, results, records))
 
     def _start(self, work: Any) -> None:
-        task = asyncio.create_task(work)
-        self._in_flight.add(task)
-        task.add_done_callback(self._done)
+        self._track(asyncio.ensure_future(work))
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._in_flight.add(future)
+        future.add_done_callback(self._done)
         if len(self._in_flight) >= self.hub.settings.ws_max_in_flight:
             self._room_for_publishes.clear()
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        self._in_flight.discard(future)
         if len(self._in_flight) < self.hub.settings.ws_max_in_flight:
             self._room_for_publishes.set()
 
-    async def _produce(
-        self, frame: f.Publish, record: NewRecord, event_id: str, started: float
+    def _acked(
+        self, frame: f.Publish, event_id: str, started: float, future: asyncio.Future[Any]
     ) -> None:
-        try:
-            produced = await self.hub.log.produce(
-                frame.topic, record.key, record.value, idempotency_key=record.idempotency_key
-            )
-        except GatewayError as error:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            if not isinstance(error, GatewayError):
+                logger.error("produce_failed", topic=frame.topic, exc_info=error)
+                error = Unavailable(f"The log failed: {error}")
             self.hub.metrics.errors.labels(error.code).inc()
             self.reply(f.error_frame(error, frame.id))
             return
-        except Exception as exc:
-            logger.exception("produce_failed", topic=frame.topic)
-            self.reply(f.error_frame(Unavailable(f"The log failed: {exc}"), frame.id))
-            return
+        produced = future.result()
         metrics = self.hub.metrics
         metrics.ws_ack_latency.observe(time.perf_counter() - started)
         if not produced.duplicate:

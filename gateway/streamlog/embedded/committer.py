@@ -118,6 +118,20 @@ class GroupCommitter:
         self._work.set()
         return future
 
+    def submit_nowait(
+        self, topic_id: int, records: Sequence[Placed]
+    ) -> asyncio.Future[list[Produced]] | None:
+        """Queue records if there is room now; None when the caller must wait (``submit``)."""
+        if self._closing:
+            raise Unavailable("The stream log is shutting down; retry against another gateway.")
+        if self._queued_records and self._queued_records + len(records) > self._queue_limit:
+            return None
+        future: asyncio.Future[list[Produced]] = asyncio.get_running_loop().create_future()
+        self._queue.append(Pending(topic_id, records, future))
+        self._queued_records += len(records)
+        self._work.set()
+        return future
+
     async def close(self) -> None:
         """Commit what is queued, answer every waiting producer, then stop."""
         self._closing = True

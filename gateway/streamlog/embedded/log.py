@@ -255,6 +255,29 @@ class EmbeddedLog(StreamLog):
         )
         return (await waiter)[0]
 
+    def produce_nowait(
+        self, topic: str, key: bytes | None, value: bytes, *, idempotency_key: str | None = None
+    ) -> asyncio.Future[Produced]:
+        entry = self._get(topic)
+        placed = ((entry.partitioner(key), key, value, (), idempotency_key),)
+        queued = self._committer_or_fail().submit_nowait(entry.id, placed)
+        if queued is None:  # the queue is full: wait for room like ``produce``
+            return asyncio.ensure_future(
+                self.produce(topic, key, value, idempotency_key=idempotency_key)
+            )
+        result: asyncio.Future[Produced] = asyncio.get_running_loop().create_future()
+
+        def first(done: asyncio.Future[list[Produced]]) -> None:
+            if result.cancelled():
+                return
+            if done.exception() is not None:
+                result.set_exception(done.exception())  # type: ignore[arg-type]
+            else:
+                result.set_result(done.result()[0])
+
+        queued.add_done_callback(first)
+        return result
+
     async def produce_batch(self, topic: str, records: Sequence[NewRecord]) -> list[Produced]:
         if not records:
             return []
