@@ -70,7 +70,11 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSON({"code": code, "message": str(exc.detail)}, status_code=exc.status_code)
+    return JSON(
+        {"code": code, "message": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=dict(exc.headers or {}),
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

@@ -6,25 +6,9 @@ from gateway.auth.tokens import TokenAuthority
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.smartmodules import SmartModuleEngine, SmartModuleRegistry
-from gateway.streamlog.embedded import EmbeddedLog
-from gateway.streamlog.interface import StreamLog
-from gateway.streamlog.topics import load_topics
+from gateway.streamlog.factory import open_log
 from gateway.ws.filters import FilterChains
 from gateway.ws.hub import Hub
-
-
-def open_log(settings: Settings) -> StreamLog:
-    """The configured stream log backend (not yet opened)."""
-    topics = load_topics(settings.resolved_topics_file)
-    return EmbeddedLog(
-        settings.database_path,
-        topics=topics,
-        durability=settings.durability,
-        queue_limit=settings.produce_queue_limit,
-        commit_max_records=settings.commit_max_records,
-        poll_interval_ms=settings.poll_interval_ms,
-        retention_interval_s=settings.retention_interval_s,
-    )
 
 
 def open_registry(settings: Settings) -> SmartModuleRegistry:

@@ -23,8 +23,8 @@ from gateway.schemas.envelope import (
     stamp,
 )
 from gateway.schemas.record_view import view
-from gateway.services import open_log
 from gateway.settings import Settings
+from gateway.streamlog.factory import open_log
 from gateway.streamlog.interface import StartPosition, StreamLog
 
 _encoder = msgspec.json.Encoder()

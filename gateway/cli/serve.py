@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import sys
-from types import FrameType
+from typing import Any
 
 import structlog
-import uvicorn
 
-from gateway.app import create_app
 from gateway.cli.common import add_settings_flags, settings_from_args
 from gateway.logging import configure_logging
-from gateway.ws.hub import Hub
 
 logger = structlog.get_logger(__name__)
 
@@ -34,6 +30,12 @@ def run(args: argparse.Namespace) -> int:
     # The log's writer thread needs the GIL briefly around each commit; with the default
     # 5 ms switch interval a busy event loop makes every commit wait that long.
     sys.setswitchinterval(0.001)
+    # The whole server, imported only to serve: other commands start faster without it.
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.server import DrainingServer
+
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     config = uvicorn.Config(
@@ -54,50 +56,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn, but SIGTERM/SIGINT first drain the WebSocket sessions.
-
-    Draining answers every publish in flight and closes sessions with the reconnect-range
-    "going away" code before uvicorn stops listening and closes connections itself. A second
-    signal stops at once.
-    """
-
-    def __init__(self, config: uvicorn.Config, hub: Hub, timeout: float) -> None:
-        super().__init__(config)
-        self._hub = hub
-        self._timeout = timeout
-        self._draining: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._draining is not None or self._loop is None or not self.started:
-            super().handle_exit(sig, frame)
-            return
-        # Signal handlers run between bytecodes: hand the work to the loop and wake it.
-        self._loop.call_soon_threadsafe(self._start_drain, sig, frame)
-
-    def _start_drain(self, sig: int, frame: FrameType | None) -> None:
-        if self._draining is None:
-            logger.info("draining", signal=sig, timeout_s=self._timeout)
-            self._draining = asyncio.create_task(self._drain_then_exit(sig, frame))
-
-    async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
-        try:
-            await asyncio.wait_for(self._hub.drain(self._timeout), self._timeout + 2)
-        except Exception:
-            logger.exception("drain_failed")
-        super().handle_exit(sig, frame)
-        # uvicorn re-raises the signal after shutting down; a completed drain exits with 0.
-        captured = getattr(self, "_captured_signals", None)
-        if isinstance(captured, list):
-            captured.clear()
-
-
-async def _serve(server: uvicorn.Server) -> None:
+async def _serve(server: Any) -> None:
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.02)

@@ -10,8 +10,8 @@ import msgspec
 from gateway.cli.common import EXIT_USAGE, add_settings_flags, fail, settings_from_args
 from gateway.errors import GatewayError
 from gateway.logging import configure_logging
-from gateway.services import open_log
 from gateway.settings import Settings
+from gateway.streamlog.factory import open_log
 from gateway.streamlog.interface import TopicSpec
 from gateway.streamlog.topics import parse_duration_ms, parse_size, validate_topic_name
 

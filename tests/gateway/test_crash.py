@@ -25,13 +25,14 @@ KILL_AFTER_S = [0.15, 0.4, 0.8, 1.3]
 
 
 async def _publisher(
-    client: httpx.AsyncClient, token: str, worker: int, acked: list[dict[str, Any]]
+    client: httpx.AsyncClient, token: str, worker: int, acked: list[dict[str, Any]], round_: int
 ) -> None:
     headers = {"authorization": f"Bearer {token}"}
     sequence = 0
     while True:
         sequence += 1
-        marker = f"w{worker}-s{sequence}"
+        # Event ids are idempotency keys: unique per round, so none is a re-send.
+        marker = f"r{round_}-w{worker}-s{sequence}"
         event = {"type": "user_interaction", "payload": {"action": marker}}
         try:
             if worker % 4 == 0:
@@ -59,12 +60,14 @@ async def _publisher(
 
 
 async def _load_until_killed(
-    url: str, token: str, kill: Callable[[], None], after: float
+    url: str, token: str, kill: Callable[[], None], after: float, round_: int
 ) -> list[dict[str, Any]]:
     acked: list[dict[str, Any]] = []
     limits = httpx.Limits(max_connections=32)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
-        workers = [asyncio.create_task(_publisher(client, token, w, acked)) for w in range(24)]
+        workers = [
+            asyncio.create_task(_publisher(client, token, w, acked, round_)) for w in range(24)
+        ]
         await asyncio.sleep(after)
         kill()
         await asyncio.wait_for(asyncio.gather(*workers), 30)
@@ -78,10 +81,10 @@ async def test_acknowledged_records_survive_sigkill(
     token = make_token()
     all_acked: list[dict[str, Any]] = []
     rounds = KILL_AFTER_S if durability == "process" else KILL_AFTER_S[1:3]
-    for after in rounds:
+    for round_, after in enumerate(rounds):
         server = GatewayProcess(data_dir, {"AGENTMEM_DURABILITY": durability})
         await asyncio.to_thread(server.start)
-        acked = await _load_until_killed(server.url, token, server.kill, after)
+        acked = await _load_until_killed(server.url, token, server.kill, after, round_)
         assert len(acked) > 20, "the server acknowledged too little before the kill"
         all_acked.extend(acked)
 
@@ -100,6 +103,7 @@ async def test_acknowledged_records_survive_sigkill(
     by_position: dict[tuple[int, int], str] = {}
     for ack in all_acked:
         position = (ack["partition"], ack["offset"])
+        assert not ack["duplicate"], "no event was sent twice"
         assert position not in by_position, "two acknowledgements name the same offset"
         by_position[position] = ack["id"]
     missing = [p for p in by_position if p not in stored]

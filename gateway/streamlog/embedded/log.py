@@ -103,12 +103,19 @@ class EmbeddedLog(StreamLog):
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = Writer(self.path, self._durability)
-        await self._writer.open()
-        self._reader = await self._connect()
-        await self._load_topics()
-        for spec in self._declared:
-            await self.create_topic(spec, exist_ok=True)
-        await self._writer.call(self.reload)
+        try:
+            await self._writer.open()
+            self._reader = await self._connect()
+            await self._load_topics()
+            for spec in self._declared:
+                await self.create_topic(spec, exist_ok=True)
+            await self._writer.call(self.reload)
+        except BaseException:
+            # Release the connections and the writer thread, or the process cannot exit.
+            if self._reader is not None:
+                await self._reader.close()
+            await self._writer.close()
+            raise
         self._committer = GroupCommitter(
             self._writer,
             self,
@@ -192,7 +199,11 @@ class EmbeddedLog(StreamLog):
                 existing.spec = spec
             return
 
-        def insert(db: sqlite3.Connection) -> int:
+        def insert(db: sqlite3.Connection) -> tuple[int, TopicSpec]:
+            # Another process may have created it since this one loaded the topics.
+            row = db.execute("SELECT id, spec FROM topics WHERE name = ?", (spec.name,)).fetchone()
+            if row is not None:
+                return int(row[0]), _spec_decoder.decode(row[1])
             cursor = db.execute(
                 "INSERT INTO topics (name, spec) VALUES (?, ?)",
                 (spec.name, _spec_encoder.encode(spec)),
@@ -203,9 +214,16 @@ class EmbeddedLog(StreamLog):
                 "INSERT INTO partition_state VALUES (?, ?, 0, 0, 0, 0)",
                 [(topic_id, p) for p in range(spec.partitions)],
             )
-            return topic_id
+            return topic_id, spec
 
-        topic_id = await self._writer_or_fail().transaction(insert)
+        topic_id, stored = await self._writer_or_fail().transaction(insert)
+        if stored != spec:
+            self._topics[stored.name] = _Topic(topic_id, stored)
+            self._names[topic_id] = stored.name
+            self.next_offset.setdefault(topic_id, [0] * stored.partitions)
+            self.last_timestamp.setdefault(topic_id, [0] * stored.partitions)
+            await self.create_topic(spec, exist_ok=exist_ok)
+            return
         self._topics[spec.name] = _Topic(topic_id, spec)
         self._names[topic_id] = spec.name
         self.next_offset[topic_id] = [0] * spec.partitions

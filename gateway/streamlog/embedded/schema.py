@@ -64,9 +64,10 @@ def pragmas(durability: Literal["process", "power"]) -> list[str]:
     # the OS keeps it if the process dies. FULL also fsyncs the WAL on every commit.
     synchronous = "FULL" if durability == "power" else "NORMAL"
     return [
+        # First, so that switching to WAL waits for another process opening the file too.
+        "PRAGMA busy_timeout=10000",
         "PRAGMA journal_mode=WAL",
         f"PRAGMA synchronous={synchronous}",
-        "PRAGMA busy_timeout=10000",
         "PRAGMA cache_size=-16384",
         "PRAGMA temp_store=MEMORY",
     ]
