@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 # Re-install whenever pyproject.toml changes.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml clients/python/pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 # System packages the tests need, installed with apt when missing (as root).
-APT_PACKAGES :=
+APT_PACKAGES := rustc libstd-rust-dev-wasm32
 
-.PHONY: run test install system-deps lint typecheck pytest bench-log clean
+.PHONY: run test install system-deps lint typecheck pytest smartmodules-check bench-log clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,11 @@ typecheck: install
 pytest: install system-deps
 	$(BIN)/pytest
 
-test: install system-deps lint typecheck pytest
+# The committed SmartModules must be what their sources build to, byte for byte.
+smartmodules-check: system-deps
+	$(MAKE) -C smartmodules check
+
+test: install system-deps lint typecheck smartmodules-check pytest
 
 bench-log: install
 	$(BIN)/python -m loadtest.bench.log_produce
