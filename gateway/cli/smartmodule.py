@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -151,6 +152,58 @@ def handle_test(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- deploy ---------------------------------------------------------------------------
+
+
+def deploy_plan(infos: Sequence[Any], names: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, wasm path) of the modules to register: those named, or all of them."""
+    wanted = set(names)
+    unknown = wanted - {info.name for info in infos}
+    if unknown:
+        known = ", ".join(sorted(info.name for info in infos))
+        raise ValueError(f"unknown SmartModule {sorted(unknown)[0]!r}; known: {known}")
+    return [(info.name, info.path) for info in infos if not wanted or info.name in wanted]
+
+
+def handle_deploy(args: argparse.Namespace) -> int:
+    """Register SmartModules in a Fluvio cluster, as ``fluvio smartmodule create`` does."""
+    try:
+        plan = deploy_plan(_registry(settings_from_env()).list(), args.names)
+    except (SmartModuleError, ValueError) as exc:
+        return _fail(str(exc))
+    endpoint = args.endpoint or os.environ.get("AGENTMEM_FLUVIO_ENDPOINT")
+    if args.dry_run:
+        for name, path in plan:
+            print(f"would register {name} from {path}")
+        return EXIT_OK
+    try:
+        import fluvio
+    except ImportError:
+        return _fail("the fluvio client is not installed: pip install 'agentmem-gateway[fluvio]'")
+    from gateway.streamlog.fluvio.specs import connection_config
+
+    config = connection_config(endpoint, "anonymous" if args.tls else "none")
+    try:
+        admin = (
+            fluvio.FluvioAdmin.connect()
+            if config is None
+            else fluvio.FluvioAdmin.connect_with_config(config)
+        )
+        existing = {m.name() for m in admin.list_smartmodules([])}
+        for name, path in plan:
+            if name in existing:
+                print(f"{name}: already registered")
+                continue
+            admin.create_smartmodule(name, path, False)
+            print(f"{name}: registered from {path}")
+    except Exception as exc:
+        return _fail(
+            f"the Fluvio cluster refused or did not answer ({exc}); check "
+            "--endpoint / AGENTMEM_FLUVIO_ENDPOINT"
+        )
+    return EXIT_OK
+
+
 # -- wiring ---------------------------------------------------------------------------
 
 
@@ -213,6 +266,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help=f"version passed to the module (default: {DEFAULT_VERSION})",
     )
     test.set_defaults(handler=handle_test)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="register SmartModules in a Fluvio cluster",
+        description="Register the project's SmartModules (and those in "
+        "AGENTMEM_SMARTMODULE_DIR) in a Fluvio cluster by name, so consumers can run them "
+        "there. Modules already registered are left as they are.",
+    )
+    deploy.add_argument("names", nargs="*", metavar="NAME", help="only these modules")
+    deploy.add_argument(
+        "--endpoint", help="SC address host:port (default: AGENTMEM_FLUVIO_ENDPOINT, else profile)"
+    )
+    deploy.add_argument("--tls", action="store_true", help="connect with anonymous TLS")
+    deploy.add_argument("--dry-run", action="store_true", help="print what would be registered")
+    deploy.set_defaults(handler=handle_deploy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
