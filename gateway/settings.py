@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-StreamBackend = Literal["embedded"]
+StreamBackend = Literal["embedded", "redis", "fluvio"]
 Durability = Literal["process", "power"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -31,6 +31,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8080
     data_dir: Path = Path("data")
     stream_backend: StreamBackend = "embedded"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_wait_replicas: int = 0
+    fluvio_endpoint: str | None = None
+    fluvio_tls: Literal["none", "anonymous"] = "none"
+    fluvio_linger_ms: int = 0
+    fluvio_batch_bytes: int = 1_048_576
+    fluvio_compression: Literal["none", "gzip", "lz4", "snappy", "zstd"] = "none"
+    fluvio_delivery: Literal["at-least-once", "at-most-once"] = "at-least-once"
     durability: Durability = "process"
     jwt_secret: str | None = None
     topics_file: Path | None = None
@@ -122,6 +130,17 @@ def _path(raw: str) -> Path:
     return Path(raw)
 
 
+def _url(*schemes: str) -> Parser:
+    def parse(raw: str) -> str:
+        scheme, sep, rest = raw.partition("://")
+        if not sep or scheme not in schemes or not rest:
+            raise ValueError
+        return raw
+
+    parse.__doc__ = "a URL starting with " + " or ".join(f"{s}://" for s in schemes)
+    return parse
+
+
 def _secret(raw: str) -> str:
     """a string of at least 32 characters"""
     if len(raw) < 32:
@@ -160,7 +179,41 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("host", _host, "Address the HTTP and WebSocket server listens on."),
     SettingSpec("port", _int_range(0, 65_535), "TCP port of the server (0 picks a free one)."),
     SettingSpec("data_dir", _path, "Directory for the embedded log, secrets and caches."),
-    SettingSpec("stream_backend", _choice("embedded"), "Where the stream log lives."),
+    SettingSpec(
+        "stream_backend",
+        _choice("embedded", "redis", "fluvio"),
+        "Where the stream log lives: one SQLite file in the data directory, Redis Streams "
+        "(`AGENTMEM_REDIS_URL`) or a Fluvio cluster (`AGENTMEM_FLUVIO_ENDPOINT`). See "
+        "docs/backends.md.",
+    ),
+    SettingSpec("redis_url", _url("redis", "rediss", "unix"), "Redis server of the redis backend."),
+    SettingSpec(
+        "redis_wait_replicas",
+        _int_range(0, 64),
+        "redis backend: replicas that must have a record before it is acknowledged (WAIT).",
+    ),
+    SettingSpec(
+        "fluvio_endpoint",
+        _host,
+        "Fluvio SC address `host:port` (unset: the current profile of ~/.fluvio/config).",
+    ),
+    SettingSpec("fluvio_tls", _choice("none", "anonymous"), "TLS towards the Fluvio cluster."),
+    SettingSpec(
+        "fluvio_linger_ms",
+        _int_range(0, 60_000),
+        "Fluvio producer linger: how long a batch may wait for more records.",
+    ),
+    SettingSpec("fluvio_batch_bytes", _int_range(1_024, 1 << 30), "Fluvio producer batch size."),
+    SettingSpec(
+        "fluvio_compression",
+        _choice("none", "gzip", "lz4", "snappy", "zstd"),
+        "Fluvio producer compression.",
+    ),
+    SettingSpec(
+        "fluvio_delivery",
+        _choice("at-least-once", "at-most-once"),
+        "Fluvio producer delivery semantic.",
+    ),
     SettingSpec(
         "durability",
         _choice("process", "power"),
@@ -324,7 +377,7 @@ def load_settings(
 
 
 # Variables read by tests, SDKs or tools rather than by the server itself.
-_KNOWN_ELSEWHERE = frozenset({"AGENTMEM_FLUVIO_ENDPOINT", "AGENTMEM_ALLOW_UNKNOWN"})
+_KNOWN_ELSEWHERE = frozenset({"AGENTMEM_ALLOW_UNKNOWN"})
 
 
 def configuration_table() -> str:
