@@ -40,6 +40,7 @@ from gateway.streamlog.interface import (
     TopicSpec,
 )
 from gateway.streamlog.partitioner import Partitioner
+from gateway.streamlog.positions import check_partition
 
 logger = structlog.get_logger(__name__)
 _spec_encoder = msgspec.json.Encoder()
@@ -147,13 +148,19 @@ class EmbeddedLog(StreamLog):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for event in self._wake.values():
+        # Tails wake, see the log closed and end before the reader goes away.
+        for event in list(self._wake.values()):
             event.set()
+        await asyncio.sleep(0)
         if self._reader is not None:
             await self._reader.close()
         if self._writer is not None:
             await self._writer.close()
         logger.info("log_closed", path=str(self.path))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def queued_records(self) -> int:
@@ -305,11 +312,8 @@ class EmbeddedLog(StreamLog):
             partition = record.partition
             if partition is None:
                 partition = entry.partitioner(record.key)
-            elif not 0 <= partition < entry.spec.partitions:
-                raise InvalidOffset(
-                    f"Topic {topic!r} has partitions 0 to {entry.spec.partitions - 1}; "
-                    f"partition {partition} does not exist."
-                )
+            else:
+                check_partition(entry.spec, partition)
             placed.append(
                 (partition, record.key, record.value, record.headers, record.idempotency_key)
             )
@@ -322,12 +326,7 @@ class EmbeddedLog(StreamLog):
         return self._committer
 
     async def read(self, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
-        spec = self.topic(topic)
-        if not 0 <= partition < spec.partitions:
-            raise InvalidOffset(
-                f"Topic {topic!r} has partitions 0 to {spec.partitions - 1}; "
-                f"partition {partition} does not exist."
-            )
+        check_partition(self.topic(topic), partition)
         if offset < 0:
             raise InvalidOffset(f"Offset {offset} is negative; offsets start at 0.")
         rows = await self.query(

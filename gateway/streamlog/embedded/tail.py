@@ -14,8 +14,8 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
-from gateway.errors import InvalidOffset
 from gateway.streamlog.interface import Record, StartPosition, Tail
+from gateway.streamlog.positions import check_partition, resolve_start
 
 if TYPE_CHECKING:
     from gateway.streamlog.embedded.log import EmbeddedLog
@@ -43,11 +43,7 @@ class EmbeddedTail(Tail):
         spec = log.topic(topic)
         chosen = list(range(spec.partitions)) if partitions is None else sorted(set(partitions))
         for partition in chosen:
-            if not 0 <= partition < spec.partitions:
-                raise InvalidOffset(
-                    f"Topic {topic!r} has partitions 0 to {spec.partitions - 1}; "
-                    f"partition {partition} does not exist."
-                )
+            check_partition(spec, partition)
         self._log = log
         self._topic = topic
         self._topic_id = log.topic_id(topic)
@@ -82,26 +78,20 @@ class EmbeddedTail(Tail):
 
     async def _resolve_start(self) -> int:
         states, snapshot_id = await self._log.snapshot(self._topic_id)
-        start = self._start
-        for partition in self._partitions:
-            first, end = states[partition]
-            if start == "beginning":
-                self._next[partition] = first
-            elif start == "end":
-                self._next[partition] = end
-            else:
-                assert not isinstance(start, str)
-                wanted = start.get(partition, end)
-                if wanted < 0:
-                    raise InvalidOffset(
-                        f"Offset {wanted} for partition {partition} of {self._topic!r} is "
-                        "negative; offsets start at 0."
-                    )
-                # Records before the partition's start were removed by retention.
-                self._next[partition] = max(wanted, first)
+        spec = self._log.topic(self._topic)
+        self._next = resolve_start(spec, self._start, self._partitions, states)
         return snapshot_id
 
     async def _run(self) -> AsyncIterator[list[Record]]:
+        try:
+            async for batch in self._batches():
+                yield batch
+        except ValueError:
+            # aiosqlite's "no active connection": the log closed under a waiting tail.
+            if not self._log.closed:
+                raise
+
+    async def _batches(self) -> AsyncIterator[list[Record]]:
         await self.start()
         log, topic, topic_id = self._log, self._topic, self._topic_id
         limit = self._max_batch
@@ -119,7 +109,7 @@ class EmbeddedTail(Tail):
                 if len(rows) < limit:
                     break
         wanted = self._next
-        while not self._closed:
+        while not self._closed and not log.closed:
             wake = log.wake_event(topic_id)
             rows = await log.query(_LIVE, (topic_id, cursor, limit))
             if rows:
@@ -136,7 +126,7 @@ class EmbeddedTail(Tail):
                     yield batch
                 if len(rows) == limit:
                     continue
-            if self._closed:
+            if self._closed or log.closed:
                 break
             try:
                 await asyncio.wait_for(wake.wait(), log.idle_recheck_s)

@@ -47,6 +47,7 @@ from gateway.streamlog.interface import (
     TopicDescription,
     TopicSpec,
 )
+from gateway.streamlog.positions import check_partition, resolve_start
 
 logger = structlog.get_logger(__name__)
 
@@ -262,12 +263,7 @@ class FluvioLog(StreamLog):
         return [r for r in results if r is not None]
 
     async def read(self, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
-        spec = self.topic(topic)
-        if not 0 <= partition < spec.partitions:
-            raise InvalidOffset(
-                f"Topic {topic!r} has partitions 0 to {spec.partitions - 1}; "
-                f"partition {partition} does not exist."
-            )
+        check_partition(self.topic(topic), partition)
         return await self._fetch(topic, partition, fluvio.Offset.absolute(offset), max_records)
 
     async def _fetch(self, topic: str, partition: int, offset: Any, limit: int) -> list[Record]:
@@ -303,6 +299,8 @@ class FluvioLog(StreamLog):
         """Follow partitions; ``smartmodules`` run in the cluster, before delivery."""
         spec = self.topic(topic)
         chosen = list(range(spec.partitions)) if partitions is None else sorted(set(partitions))
+        for partition in chosen:
+            check_partition(spec, partition)
         return FluvioTail(self, topic, chosen, start, max_batch, smartmodules)
 
     # -- consumer offsets (alongside, in a system topic) -------------------------------------------
@@ -376,18 +374,8 @@ class FluvioTail(Tail):
             return self.positions
         description = await self._log.describe_topic(self._topic)
         bounds = {p.partition: (p.start_offset, p.end_offset) for p in description.partitions}
-        for partition in self._partitions:
-            first, end = bounds[partition]
-            if self._start == "beginning":
-                self._next[partition] = first
-            elif self._start == "end":
-                self._next[partition] = end
-            else:
-                assert not isinstance(self._start, str)
-                wanted = self._start.get(partition, end)
-                if wanted < 0:
-                    raise InvalidOffset(f"Offset {wanted} is negative; offsets start at 0.")
-                self._next[partition] = max(wanted, first)
+        spec = self._log.topic(self._topic)
+        self._next = resolve_start(spec, self._start, self._partitions, bounds)
         for partition in self._partitions:
             self._tasks.append(asyncio.create_task(self._pump(partition)))
         return self.positions
