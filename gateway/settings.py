@@ -186,7 +186,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "(`AGENTMEM_REDIS_URL`) or a Fluvio cluster (`AGENTMEM_FLUVIO_ENDPOINT`). See "
         "docs/backends.md.",
     ),
-    SettingSpec("redis_url", _url("redis", "rediss", "unix"), "Redis server of the redis backend."),
+    SettingSpec(
+        "redis_url",
+        _url("redis", "rediss", "unix"),
+        "Redis server of the redis backend (it may hold a password: never shown).",
+        secret=True,
+    ),
     SettingSpec(
         "redis_wait_replicas",
         _int_range(0, 64),

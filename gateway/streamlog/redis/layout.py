@@ -11,7 +11,8 @@ key                                         holds
 ``<prefix>:{<topic>}:<partition>``          stream: the records of one partition
 ``<prefix>:{<topic>}:state``                hash: ``n<p>`` next offset, ``t<p>`` last
                                             timestamp, ``b<p>`` bytes ever written to ``p``
-``<prefix>:{<topic>}:idem:<key>``           string ``<partition>:<offset>:<timestamp>``,
+``<prefix>:{<topic>}:idem:<key>``           string ``<partition>:<offset>:<timestamp>:<nonce>``
+                                            (nonce: the produce call that wrote it),
                                             expiring after the dedup window
 ``<prefix>:{<topic>}:offsets:<consumer>``   hash: partition -> next offset of the consumer
 ==========================================  =================================================

@@ -6,24 +6,27 @@ and the retention loop. Key names and the offset-to-id scheme are in ``layout``,
 scripts in ``scripts``, following in ``tail``; ``docs/backends.md`` describes the whole.
 
 An acknowledged produce means the Redis primary has applied the script: the record is in
-its memory (and in its AOF buffer when AOF is on). How much more that is depends on the
-server's persistence settings and on ``wait_replicas``; see ``docs/backends.md``.
+its memory, readable by every process. Whether it is also on disk or on replicas depends on
+the server's persistence settings and on ``wait_replicas``; see ``docs/backends.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.errors import InvalidOffset, TopicExists, Unavailable, UnknownTopic
 from gateway.streamlog.interface import (
@@ -39,9 +42,10 @@ from gateway.streamlog.interface import (
     TopicSpec,
 )
 from gateway.streamlog.partitioner import Partitioner
+from gateway.streamlog.positions import check_partition
 from gateway.streamlog.redis import scripts
 from gateway.streamlog.redis.errors import describe_url, mapped
-from gateway.streamlog.redis.layout import Layout, encode_headers, to_record
+from gateway.streamlog.redis.layout import Layout, after, encode_headers, to_record
 from gateway.streamlog.redis.tail import RedisTail
 
 logger = structlog.get_logger(__name__)
@@ -49,7 +53,7 @@ _spec_encoder = msgspec.json.Encoder()
 _spec_decoder = msgspec.json.Decoder(TopicSpec)
 
 MIN_REDIS = (7, 0)
-"""``#!lua`` script flags and ``XTRIM MINID`` need Redis 7."""
+"""Scripts declared with ``#!lua`` (refused up front when Redis cannot write) need 7.0."""
 
 Placed = tuple[int, bytes | None, bytes, Headers, str | None]
 """A record to write: (partition, key, value, headers, idempotency key)."""
@@ -60,7 +64,15 @@ _RETAIN = scripts.Script(scripts.RETAIN)
 _CREATE_TOPIC = scripts.Script(scripts.CREATE_TOPIC)
 _PROBE = scripts.Script(scripts.PROBE)
 
-_TOPIC_RELOAD_MIN_S = 1.0
+T = TypeVar("T")
+
+_ATTEMPTS = 3
+_RETRY_DELAY_S = 0.05
+_RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError, OSError)
+"""Failures worth another attempt on a fresh connection: a server that restarted leaves
+closed connections in the pool, and the first command sent on one fails."""
+
+_TOPIC_RELOAD_MIN_S = 0.1
 """An unknown topic name re-reads the registry at most this often (another process may
 have created it), so a flood of bad names cannot flood Redis."""
 
@@ -116,9 +128,11 @@ class RedisLog(StreamLog):
         self._client: aioredis.Redis | None = None
         self._topics: dict[str, _Topic] = {}
         self._topics_loaded_at = 0.0
-        self._tails: set[RedisTail] = set()
+        # Weak: a tail its owner dropped without closing must not stay alive for this set.
+        self._tails: weakref.WeakSet[RedisTail] = weakref.WeakSet()
         self._task: asyncio.Task[None] | None = None
         self._in_flight = 0
+        self._in_flight_records = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
@@ -128,8 +142,8 @@ class RedisLog(StreamLog):
     def _connection_options(self) -> dict[str, Any]:
         return {
             "socket_connect_timeout": self._connect_timeout,
-            # No automatic retries: a produce resent after a lost reply could be written
-            # twice. Reads and registry lookups are simply retried by their callers.
+            # redis-py must not resend anything by itself: a produce resent after a lost
+            # reply could be written twice. ``_io`` decides what may be sent again.
             "retry": Retry(NoBackoff(), 0),
         }
 
@@ -145,7 +159,7 @@ class RedisLog(StreamLog):
         try:
             with mapped(self.where):
                 await self._check_server(self._client)
-                await self._load_topics()
+            await self._load_topics()
             for spec in self._declared:
                 await self.create_topic(spec, exist_ok=True)
         except BaseException:
@@ -166,7 +180,7 @@ class RedisLog(StreamLog):
             )
         try:
             policy: dict[Any, Any] = dict(await client.config_get("maxmemory-policy"))
-        except ResponseError:
+        except rexc.ResponseError:
             return  # CONFIG is often disabled on managed Redis: nothing to check then.
         value = policy.get("maxmemory-policy") or policy.get(b"maxmemory-policy")
         if isinstance(value, bytes):
@@ -197,17 +211,21 @@ class RedisLog(StreamLog):
             self._client = None
         logger.info("log_closed", backend="redis", url=self.where)
 
+    @property
+    def queued_records(self) -> int:
+        """Records sent to Redis whose produce has not been answered yet."""
+        return self._in_flight_records
+
     async def check_writable(self) -> None:
         """Raise ``Unavailable`` unless Redis takes a write now (and has the replicas)."""
-        client = self._open_client()
-        with mapped(self.where):
-            if not self._wait_replicas:
-                await _PROBE(client, [self.layout.probe()], [str(_now_ms())])
-                return
-            async with client.pipeline(transaction=False) as pipe:
-                _PROBE.queue(pipe, [self.layout.probe()], [str(_now_ms())])
-                pipe.wait(self._wait_replicas, min(self._wait_timeout_ms, 500))
-                reply = await self._run_pipeline(pipe, _PROBE)
+        keys, args = [self.layout.probe()], [str(_now_ms())]
+        if not self._wait_replicas:
+            # No retry: readiness reports what a write meets now.
+            await self._io(lambda client: _PROBE(client, keys, args), retry=False)
+            return
+        reply = await self._io(
+            lambda client: self._pipeline(client, _PROBE, keys, args, 500), retry=False
+        )
         acked = int(reply[1])
         if acked < self._wait_replicas:
             raise Unavailable(
@@ -219,6 +237,28 @@ class RedisLog(StreamLog):
         if self._client is None or self._closed:
             raise Unavailable("The stream log is closed; retry against a running gateway.")
         return self._client
+
+    async def _io(
+        self, operation: Callable[[aioredis.Redis], Awaitable[T]], *, retry: bool = True
+    ) -> T:
+        """Run ``operation`` on the shared client; temporary failures become ``Unavailable``.
+
+        With ``retry``, a lost connection or a timeout is tried again on a fresh connection,
+        a few times: only for operations whose second run changes nothing more."""
+        attempts = _ATTEMPTS if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with mapped(self.where):
+                    return await operation(self._open_client())
+            except Unavailable as error:
+                if (
+                    attempt == attempts
+                    or self._closed
+                    or not isinstance(error.__cause__, _RETRYABLE)
+                ):
+                    raise
+            await asyncio.sleep(_RETRY_DELAY_S * attempt)
+        raise AssertionError("unreachable")
 
     def tail_client(self) -> aioredis.Redis:
         """A client with one connection of its own, for one tail's blocking reads."""
@@ -238,7 +278,7 @@ class RedisLog(StreamLog):
     # -- topics -------------------------------------------------------------------------------
 
     async def _load_topics(self) -> None:
-        entries = await self._open_client().hgetall(self.layout.topics)
+        entries = await self._io(lambda client: client.hgetall(self.layout.topics))
         for blob in entries.values():
             spec = _spec_decoder.decode(blob)
             known = self._topics.get(spec.name)
@@ -253,11 +293,12 @@ class RedisLog(StreamLog):
             raise ValueError(f"Topic {spec.name!r} needs at least one partition.")
         if "{" in spec.name or "}" in spec.name:
             raise ValueError(f"Topic name {spec.name!r} cannot contain braces.")
-        client = self._open_client()
-        with mapped(self.where):
-            existing = await _CREATE_TOPIC(
-                client, [self.layout.topics], [spec.name, _spec_encoder.encode(spec)]
-            )
+        blob = _spec_encoder.encode(spec)
+        # No retry: had the first attempt created the topic, the second would call it existing.
+        existing = await self._io(
+            lambda client: _CREATE_TOPIC(client, [self.layout.topics], [spec.name, blob]),
+            retry=False,
+        )
         if existing is None:
             self._topics[spec.name] = _Topic(spec)
             return
@@ -274,8 +315,7 @@ class RedisLog(StreamLog):
             )
         if current != spec:
             # Retention, event types and the like may change; the partition count may not.
-            with mapped(self.where):
-                await client.hset(self.layout.topics, spec.name, _spec_encoder.encode(spec))
+            await self._io(lambda client: client.hset(self.layout.topics, spec.name, blob))
             entry.spec = spec
 
     def topic(self, name: str) -> TopicSpec:
@@ -295,8 +335,7 @@ class RedisLog(StreamLog):
         """The topic, looking in Redis when this process does not know it yet."""
         topic = self._topics.get(name)
         if topic is None and time.monotonic() - self._topics_loaded_at >= _TOPIC_RELOAD_MIN_S:
-            with mapped(self.where):
-                await self._load_topics()
+            await self._load_topics()
         return self._get(name)
 
     async def describe_topic(self, name: str) -> TopicDescription:
@@ -316,8 +355,8 @@ class RedisLog(StreamLog):
         """(start, end) offsets of ``partitions``, read at one instant."""
         layout = self.layout
         keys = [layout.state(topic), *(layout.stream(topic, p) for p in partitions)]
-        with mapped(self.where):
-            flat = await _POSITIONS(self._open_client(), keys, list(partitions))
+        args = list(partitions)
+        flat = await self._io(lambda client: _POSITIONS(client, keys, args))
         return {p: (int(flat[2 * i]), int(flat[2 * i + 1])) for i, p in enumerate(partitions)}
 
     # -- records ------------------------------------------------------------------------------
@@ -339,25 +378,25 @@ class RedisLog(StreamLog):
         if not records:
             return []
         entry = await self._find(topic)
-        count = entry.spec.partitions
         placed: list[Placed] = []
         for record in records:
             partition = record.partition
             if partition is None:
                 partition = entry.partitioner(record.key)
-            elif not 0 <= partition < count:
-                raise InvalidOffset(
-                    f"Topic {topic!r} has partitions 0 to {count - 1}; "
-                    f"partition {partition} does not exist."
-                )
+            else:
+                check_partition(entry.spec, partition)
             placed.append(
                 (partition, record.key, record.value, record.headers, record.idempotency_key)
             )
         return await self._append(topic, placed)
 
     async def _append(self, topic: str, placed: Sequence[Placed]) -> list[Produced]:
-        """Write ``placed`` with one script call (and ``WAIT`` when replicas are required)."""
-        client = self._open_client()
+        """Write ``placed`` with one script call (and ``WAIT`` when replicas are required).
+
+        When every record has an idempotency key, a call whose connection failed is sent
+        again: the keys make a second run write nothing twice, and the call's nonce makes it
+        answer its own records as written rather than as duplicates."""
+        self._open_client()
         layout = self.layout
         keys = [layout.state(topic)]
         indexes: dict[str, int] = {}
@@ -369,7 +408,7 @@ class RedisLog(StreamLog):
                 found = indexes[key] = len(keys)  # Lua's KEYS is 1-based
             return found
 
-        args: list[scripts.Arg] = [self._dedup_window_ms, len(placed)]
+        args: list[scripts.Arg] = [self._dedup_window_ms, len(placed), os.urandom(8).hex()]
         for partition, key, value, headers, idempotency_key in placed:
             args += (
                 index(layout.stream(topic, partition)),
@@ -381,19 +420,23 @@ class RedisLog(StreamLog):
                 encode_headers(headers),
             )
         self._in_flight += 1
+        self._in_flight_records += len(placed)
         self._idle.clear()
+        retry = all(record[4] is not None for record in placed)
+        acked = None
         try:
-            with mapped(self.where):
-                if not self._wait_replicas:
-                    flat = await _PRODUCE(client, keys, args)
-                    acked = None
-                else:
-                    async with client.pipeline(transaction=False) as pipe:
-                        _PRODUCE.queue(pipe, keys, args)
-                        pipe.wait(self._wait_replicas, self._wait_timeout_ms)
-                        flat, acked = await self._run_pipeline(pipe, _PRODUCE)
+            if not self._wait_replicas:
+                flat = await self._io(lambda client: _PRODUCE(client, keys, args), retry=retry)
+            else:
+                flat, acked = await self._io(
+                    lambda client: self._pipeline(
+                        client, _PRODUCE, keys, args, self._wait_timeout_ms
+                    ),
+                    retry=retry,
+                )
         finally:
             self._in_flight -= 1
+            self._in_flight_records -= len(placed)
             if not self._in_flight:
                 self._idle.set()
         produced = [
@@ -411,35 +454,40 @@ class RedisLog(StreamLog):
             )
         return produced
 
-    async def _run_pipeline(self, pipe: Any, script: scripts.Script) -> list[Any]:
-        """Execute a [script, WAIT] pipeline, loading the script once if Redis lacks it."""
-        commands = list(pipe.command_stack)
-        reply = await pipe.execute(raise_on_error=False)
-        if isinstance(reply[0], NoScriptError):
+    async def _pipeline(
+        self,
+        client: aioredis.Redis,
+        script: scripts.Script,
+        keys: Sequence[str],
+        args: Sequence[scripts.Arg],
+        wait_timeout_ms: int,
+    ) -> list[Any]:
+        """The script then ``WAIT`` on one connection (``WAIT`` counts the replicas that
+        have this connection's writes), in one round trip; [script reply, replicas]."""
+        for _ in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                script.queue(pipe, keys, args)
+                pipe.wait(self._wait_replicas, wait_timeout_ms)
+                reply = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply[0], rexc.NoScriptError):
+                break
             # NOSCRIPT is answered before anything runs: sending the pair again is safe.
-            await script.load(self._open_client())
-            pipe.command_stack = commands
-            reply = await pipe.execute(raise_on_error=False)
+            await script.load(client)
         for item in reply:
             if isinstance(item, Exception):
                 raise item
         return list(reply)
 
     async def read(self, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
-        spec = (await self._find(topic)).spec
-        if not 0 <= partition < spec.partitions:
-            raise InvalidOffset(
-                f"Topic {topic!r} has partitions 0 to {spec.partitions - 1}; "
-                f"partition {partition} does not exist."
-            )
+        check_partition((await self._find(topic)).spec, partition)
         if offset < 0:
             raise InvalidOffset(f"Offset {offset} is negative; offsets start at 0.")
         if max_records <= 0:
             return []
-        with mapped(self.where):
-            entries = await self._open_client().xrange(
-                self.layout.stream(topic, partition), f"{offset}-0", "+", count=max_records
-            )
+        stream = self.layout.stream(topic, partition)
+        entries = await self._io(
+            lambda client: client.xrange(stream, after(offset), "+", count=max_records)
+        )
         found: list[Any] = list(entries or ())
         return [to_record(topic, partition, i, fields) for i, fields in found]
 
@@ -462,16 +510,14 @@ class RedisLog(StreamLog):
         await self._find(topic)
         if not offsets:
             return
-        with mapped(self.where):
-            await self._open_client().hset(
-                self.layout.consumer(topic, consumer),
-                mapping={str(p): str(o) for p, o in offsets.items()},
-            )
+        key = self.layout.consumer(topic, consumer)
+        mapping: dict[Any, Any] = {str(p): str(o) for p, o in offsets.items()}
+        await self._io(lambda client: client.hset(key, mapping=mapping))
 
     async def fetch_offsets(self, consumer: str, topic: str) -> dict[int, int]:
         await self._find(topic)
-        with mapped(self.where):
-            stored = await self._open_client().hgetall(self.layout.consumer(topic, consumer))
+        key = self.layout.consumer(topic, consumer)
+        stored = await self._io(lambda client: client.hgetall(key))
         return {int(p): int(o) for p, o in stored.items()}
 
     # -- retention -----------------------------------------------------------------------------
@@ -480,21 +526,22 @@ class RedisLog(StreamLog):
         """Remove expired records and records over a size cap now; returns how many.
 
         Idempotency keys need no sweep: they expire by themselves (``PX``)."""
-        client = self._open_client()
         removed = 0
-        with mapped(self.where):
-            await self._load_topics()
-            for name, topic in list(self._topics.items()):
-                spec = topic.spec
-                if spec.retention_ms is None and spec.max_partition_bytes is None:
-                    continue
-                limits = [
-                    -1 if spec.retention_ms is None else spec.retention_ms,
-                    -1 if spec.max_partition_bytes is None else spec.max_partition_bytes,
-                ]
-                for partition in range(spec.partitions):
-                    keys = [self.layout.state(name), self.layout.stream(name, partition)]
-                    removed += int(await _RETAIN(client, keys, [partition, *limits]))
+        # Picks up topics created, and specs changed, by other processes as well.
+        await self._load_topics()
+        for name, topic in list(self._topics.items()):
+            spec = topic.spec
+            if spec.retention_ms is None and spec.max_partition_bytes is None:
+                continue
+            limits = [
+                -1 if spec.retention_ms is None else spec.retention_ms,
+                -1 if spec.max_partition_bytes is None else spec.max_partition_bytes,
+            ]
+            for partition in range(spec.partitions):
+                keys = [self.layout.state(name), self.layout.stream(name, partition)]
+                args: list[scripts.Arg] = [partition, *limits]
+                # Trimming again to the same point removes nothing: safe to retry.
+                removed += int(await self._io(functools.partial(_RETAIN, keys=keys, args=args)))
         return removed
 
     async def _retain(self) -> None:

@@ -24,19 +24,23 @@ Arg = str | bytes | int
 
 PRODUCE = """#!lua
 -- KEYS[1]: the topic's state hash; the other KEYS are streams and idempotency keys.
--- ARGV[1]: dedup window (ms); ARGV[2]: record count; then 7 values per record:
---   stream key index, partition, idempotency key index (0: none), has key (1/0), key,
---   value, headers ('' when none).
+-- ARGV[1]: dedup window (ms); ARGV[2]: record count; ARGV[3]: the produce call's nonce;
+-- then 7 values per record: stream key index, partition, idempotency key index (0: none),
+-- has key (1/0), key, value, headers ('' when none).
 -- Returns 4 integers per record: partition, offset, timestamp, duplicate (1/0).
+-- An idempotency key remembers the nonce of the call that wrote it: when the same call is
+-- sent again (its reply was lost), its own records are answered as written, not duplicate.
 local state = KEYS[1]
 local window = ARGV[1]
 local count = tonumber(ARGV[2])
+local nonce = ARGV[3]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local next_offset, last_ts, written, touched = {}, {}, {}, {}
+local seen = {}
 local out = {}
 for i = 0, count - 1 do
-  local base = 3 + i * 7
+  local base = 4 + i * 7
   local p = ARGV[base + 1]
   local idem = tonumber(ARGV[base + 2])
   local original = false
@@ -44,11 +48,16 @@ for i = 0, count - 1 do
     original = redis.call('GET', KEYS[idem])
   end
   if original then
-    local op, oo, ot = string.match(original, '^(%d+):(%d+):(%d+)$')
+    local op, oo, ot, on = string.match(original, '^(%d+):(%d+):(%d+):?(.*)$')
+    local duplicate = 1
+    if not seen[idem] and on == nonce then
+      duplicate = 0
+    end
+    seen[idem] = true
     out[#out + 1] = tonumber(op)
     out[#out + 1] = tonumber(oo)
     out[#out + 1] = tonumber(ot)
-    out[#out + 1] = 1
+    out[#out + 1] = duplicate
   else
     if next_offset[p] == nil then
       local s = redis.call('HMGET', state, 'n' .. p, 't' .. p, 'b' .. p)
@@ -78,7 +87,9 @@ for i = 0, count - 1 do
     last_ts[p] = ts
     written[p] = written[p] + size
     if idem > 0 then
-      redis.call('SET', KEYS[idem], string.format('%s:%d:%d', p, offset, ts), 'PX', window)
+      local remembered = string.format('%s:%d:%d:%s', p, offset, ts, nonce)
+      redis.call('SET', KEYS[idem], remembered, 'PX', window)
+      seen[idem] = true
     end
     out[#out + 1] = tonumber(p)
     out[#out + 1] = offset

@@ -23,8 +23,8 @@ import redis.asyncio as aioredis
 import structlog
 from redis import exceptions as rexc
 
-from gateway.errors import InvalidOffset
 from gateway.streamlog.interface import Record, StartPosition, Tail
+from gateway.streamlog.positions import check_partition, resolve_start
 from gateway.streamlog.redis.layout import after, to_record
 
 if TYPE_CHECKING:
@@ -48,11 +48,7 @@ class RedisTail(Tail):
         spec = log.topic(topic)
         chosen = list(range(spec.partitions)) if partitions is None else sorted(set(partitions))
         for partition in chosen:
-            if not 0 <= partition < spec.partitions:
-                raise InvalidOffset(
-                    f"Topic {topic!r} has partitions 0 to {spec.partitions - 1}; "
-                    f"partition {partition} does not exist."
-                )
+            check_partition(spec, partition)
         self._log = log
         self._topic = topic
         self._partitions = chosen
@@ -88,23 +84,8 @@ class RedisTail(Tail):
 
     async def _resolve_start(self) -> None:
         bounds = await self._log.partition_bounds(self._topic, self._partitions)
-        start = self._start
-        for partition in self._partitions:
-            first, end = bounds[partition]
-            if start == "beginning":
-                self._next[partition] = first
-            elif start == "end":
-                self._next[partition] = end
-            else:
-                assert not isinstance(start, str)
-                wanted = start.get(partition, end)
-                if wanted < 0:
-                    raise InvalidOffset(
-                        f"Offset {wanted} for partition {partition} of {self._topic!r} is "
-                        "negative; offsets start at 0."
-                    )
-                # Records before the partition's start were removed by retention.
-                self._next[partition] = max(wanted, first)
+        spec = self._log.topic(self._topic)
+        self._next = resolve_start(spec, self._start, self._partitions, bounds)
 
     async def _run(self) -> AsyncIterator[list[Record]]:
         await self.start()
