@@ -1,8 +1,9 @@
-"""Real processes for tests: a gateway server on a free loopback port."""
+"""Real processes for tests on free loopback ports: gateway servers and redis-server."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+import redis
 
 SECRET = "test-secret-0123456789abcdef-0123456789"
 
@@ -72,3 +75,69 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             return -9
+
+
+class RedisServer:
+    """A ``redis-server`` child process on a free loopback port, data in ``directory``."""
+
+    def __init__(self, directory: Path, *options: str) -> None:
+        self.directory = directory
+        self.options = options
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(
+                "redis-server is not installed: run `make system-deps` as root "
+                "(or apt-get install redis-server)."
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.directory),
+                "--daemonize", "no",
+                "--save", "",
+                *self.options,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited; see {self.directory / 'redis.log'}")
+                try:
+                    if client.ping():
+                        return self
+                except redis.exceptions.RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+    def kill(self) -> None:
+        """SIGKILL: Redis keeps only what its persistence settings wrote."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
