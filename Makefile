@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml clients/python/pyproject.
 # System packages the tests need, installed with apt when missing (as root).
 APT_PACKAGES := rustc libstd-rust-dev-wasm32 redis-server
 
-.PHONY: run test install system-deps lint typecheck pytest smartmodules-check bench-log clean
+.PHONY: run test install system-deps lint typecheck pytest smartmodules-check js-test bench-log clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,7 +48,11 @@ pytest: install system-deps
 smartmodules-check: system-deps
 	$(MAKE) -C smartmodules check
 
-test: install system-deps lint typecheck smartmodules-check pytest
+# The JavaScript SDK's tests start real gateways from the project's .venv.
+js-test: install
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+test: install system-deps lint typecheck smartmodules-check pytest js-test
 
 bench-log: install
 	$(BIN)/python -m loadtest.bench.log_produce
