@@ -13,6 +13,7 @@ import functools
 import json
 import re
 import shlex
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -664,13 +665,52 @@ def test_dependencies_wait_for_something_that_can_be_reached(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
-def test_gateway_and_worker_healthchecks_ask_their_own_port(name: str) -> None:
+def test_gateway_healthchecks_ask_their_own_port(name: str) -> None:
     routes = app_routes()
-    for service_name in gateways(name) + workers(name):
+    for service_name in gateways(name):
         service = services(name)[service_name]
         host, _, rest = healthcheck_url(service).removeprefix("http://").partition("/")
         assert host == f"127.0.0.1:{port_of(service)}", service_name
         assert f"/{rest}" in routes and rest in ("health", "ready"), service_name
+
+
+def worker_checks() -> list[str]:
+    """The worker's healthcheck commands: the image's and each compose file's."""
+    checks = []
+    image_check = dockerfile().stage("worker").last("HEALTHCHECK")
+    assert image_check is not None
+    checks.append(image_check.split(" CMD ", 1)[1])
+    for name in COMPOSE_FILES:
+        for service_name in workers(name):
+            kind, shell = services(name)[service_name]["healthcheck"]["test"]
+            assert kind == "CMD-SHELL"
+            checks.append(shell.replace("$$", "$"))  # compose's escape of a literal $
+    return checks
+
+
+def run_check(check: str, data_dir: Path) -> int:
+    env = {"PATH": "/usr/bin:/bin", "AGENTMEM_DATA_DIR": str(data_dir)}
+    return subprocess.run(["sh", "-c", check], env=env, capture_output=True).returncode
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+def test_worker_healthcheck_is_healthy_exactly_while_the_pipeline_holds_its_lock(
+    tmp_path: Path,
+) -> None:
+    runner = pytest.importorskip("agents.runner")
+    checks = worker_checks()
+    assert len(checks) == 1 + len(COMPOSE_FILES)
+    for check in checks:
+        assert run_check(check, tmp_path) != 0  # not started: no lock file
+    lock = runner.DirectoryLock(tmp_path)
+    lock.acquire()
+    try:
+        for check in checks:
+            assert run_check(check, tmp_path) == 0, check
+    finally:
+        lock.release()
+    for check in checks:
+        assert run_check(check, tmp_path) != 0, check  # stopped: the file stays, unlocked
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
@@ -678,7 +718,8 @@ def test_stop_grace_period_covers_the_drain(name: str) -> None:
     for service_name in gateways(name) + workers(name):
         service = services(name)[service_name]
         grace = duration_s(service["stop_grace_period"])
-        # serve gives uvicorn the drain timeout plus 5 s to close before it stops.
+        # serve gives uvicorn the drain timeout plus 5 s to close; the worker's stop waits
+        # up to the drain timeout.
         assert grace > setting(service, "drain_timeout_s") + 5, service_name
 
 
@@ -714,7 +755,7 @@ def test_images_are_python_311_slim() -> None:
 
 
 @pytest.mark.parametrize("target", ["gateway", "worker"])
-def test_images_run_unprivileged_with_data_volume_port_and_healthcheck(target: str) -> None:
+def test_images_run_unprivileged_with_a_data_volume(target: str) -> None:
     stage = dockerfile().stage(target)
     user = stage.last("USER")
     assert user is not None and user.split(":")[0] not in ("root", "0")
@@ -722,12 +763,19 @@ def test_images_run_unprivileged_with_data_volume_port_and_healthcheck(target: s
     assert env["AGENTMEM_HOST"] == "0.0.0.0"
     volume = stage.last("VOLUME")
     assert volume is not None and exec_form(volume) == [env["AGENTMEM_DATA_DIR"]]
-    port = int(env.get("AGENTMEM_PORT", DEFAULTS.port))
+    check = stage.last("HEALTHCHECK")
+    assert check is not None and " CMD " in check
+
+
+def test_gateway_image_exposes_its_port_and_checks_health() -> None:
+    stage = dockerfile().stage("gateway")
+    port = int(stage.env().get("AGENTMEM_PORT", DEFAULTS.port))
     assert stage.last("EXPOSE") == str(port)
     check = stage.last("HEALTHCHECK")
-    assert check is not None and "CMD" in check
+    assert check is not None
     assert f"http://127.0.0.1:${{AGENTMEM_PORT:-{DEFAULTS.port}}}/health" in check
     assert "/health" in app_routes()
+    assert list(dockerfile().stages)[-1] == "gateway"  # the default target
 
 
 def test_image_installs_the_project_from_the_repository() -> None:
@@ -782,12 +830,16 @@ def scrape_targets(config: dict[str, Any], job: str) -> set[str]:
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
-def test_prometheus_scrapes_every_gateway_and_worker_directly(name: str) -> None:
+def test_prometheus_scrapes_every_gateway_directly(name: str) -> None:
     _, config = prometheus_config(name)
     found = services(name)
-    assert scrape_targets(config, "gateway") == {f"{s}:{port_of(found[s])}" for s in gateways(name)}
-    assert scrape_targets(config, "worker") == {f"{s}:{port_of(found[s])}" for s in workers(name)}
+    expected = {f"{s}:{port_of(found[s])}" for s in gateways(name)}
+    assert scrape_targets(config, "gateway") == expected
     assert "/metrics" in app_routes()
+    # Every other target is Prometheus itself: the worker serves no HTTP.
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert jobs == {"gateway", "prometheus"}
+    assert scrape_targets(config, "prometheus") == {"localhost:9090"}
 
 
 def test_each_compose_file_has_its_own_prometheus_file() -> None:
