@@ -16,6 +16,7 @@ from gateway.errors import GatewayError
 from gateway.http.context import RequestContext
 from gateway.http.responses import JSON, error_response
 from gateway.http.routes import health, ingest, smartmodules, topics
+from gateway.http.static import static_routes
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.ws.endpoint import websocket_endpoint
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/topics/{name}/records", topics.read_records, methods=["GET"]),
         Route("/api/v1/smartmodules", smartmodules.list_smartmodules, methods=["GET"]),
         WebSocketRoute("/ws", websocket_endpoint),
+        *static_routes(),
     ]
     app = Starlette(
         routes=routes,

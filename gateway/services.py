@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agents import MemoryPipeline
 from gateway.auth.tokens import TokenAuthority
 from gateway.metrics import Metrics
 from gateway.settings import Settings
@@ -31,12 +32,22 @@ class Services:
         self.hub = Hub(
             settings, self.log, self.tokens, self.metrics, FilterChains(self.smartmodules)
         )
+        self.memory: MemoryPipeline | None = None
+        if settings.memory_pipeline == "serve":
+            self.memory = MemoryPipeline.from_settings(
+                settings, self.log, registry=self.smartmodules
+            )
 
     async def open(self) -> None:
         await self.log.open()
+        if self.memory is not None:
+            await self.memory.start()
         self.hub.start()
 
     async def close(self) -> None:
         await self.hub.drain(self.settings.drain_timeout_s)
         await self.hub.stop()
+        # The pipeline's tails and outbox need the log: it stops first.
+        if self.memory is not None:
+            await self.memory.stop(self.settings.drain_timeout_s)
         await self.log.close()

@@ -65,6 +65,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_token_warning_s: float = 60.0
     ws_auth_timeout_s: float = 10.0
     drain_timeout_s: float = 10.0
+    memory_pipeline: Literal["serve", "off"] = "serve"
+    memory_consumer: str = "memory-pipeline"
+    memory_topics: str = "user-events,chat-messages,agent-actions"
+    memory_chains: str | None = None
+    memory_start: Literal["beginning", "end"] = "beginning"
+    memory_batch_records: int = 500
+    memory_agent_queue: int = 1_000
+    memory_deferred_high_water: int = 10_000
+    memory_core_block_chars: int = 2_000
+    memory_semantic_threshold: float = 0.75
+    memory_working_ttl_s: float = 3_600.0
+    memory_window_s: float = 60.0
+    memory_anomaly_z: float = 4.0
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
 
@@ -139,6 +152,50 @@ def _url(*schemes: str) -> Parser:
 
     parse.__doc__ = "a URL starting with " + " or ".join(f"{s}://" for s in schemes)
     return parse
+
+
+def _name(raw: str) -> str:
+    """a name of letters, digits, '-', '_' and '.' (1-64 characters)"""
+    if not 1 <= len(raw) <= 64 or not all(c.isalnum() or c in "-_." for c in raw):
+        raise ValueError
+    return raw
+
+
+def _topic_list(raw: str) -> str:
+    """a comma-separated list of topic names"""
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    if not names or not all(_is_name(n) for n in names):
+        raise ValueError
+    return ",".join(names)
+
+
+def _is_name(text: str) -> bool:
+    try:
+        _name(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _json_text(raw: str) -> str:
+    """a JSON object"""
+    import json
+
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ValueError from None
+    if not isinstance(value, dict):
+        raise ValueError
+    return raw
+
+
+def _fraction(raw: str) -> float:
+    """a number greater than 0 and at most 1"""
+    value = float(raw)
+    if not 0 < value <= 1:
+        raise ValueError
+    return value
 
 
 def _secret(raw: str) -> str:
@@ -326,6 +383,47 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _positive_float,
         "On SIGTERM/SIGINT, how long to wait for in-flight publishes before closing.",
     ),
+    SettingSpec(
+        "memory_pipeline",
+        _choice("serve", "off"),
+        "`serve`: the memory pipeline runs inside `serve`; `off`: run it apart with "
+        "`agentmem-gateway agents` (one pipeline per data directory).",
+    ),
+    SettingSpec("memory_consumer", _name, "Consumer name of the memory pipeline."),
+    SettingSpec("memory_topics", _topic_list, "Topics the memory pipeline consumes."),
+    SettingSpec(
+        "memory_chains",
+        _json_text,
+        'SmartModule chain per topic, e.g. `{"user-events": [{"smartmodule": "event-filter"}]}` '
+        "(unset: event-filter then data-transform on user-events). See docs/memory-pipeline.md.",
+    ),
+    SettingSpec(
+        "memory_start",
+        _choice("beginning", "end"),
+        "Where the pipeline starts on partitions it never consumed.",
+    ),
+    SettingSpec("memory_batch_records", _int_range(1, 100_000), "Records per pipeline batch."),
+    SettingSpec(
+        "memory_agent_queue",
+        _int_range(1, 1_000_000),
+        "Queue of each memory agent; beyond it events are deferred (kept durably, retried).",
+    ),
+    SettingSpec(
+        "memory_deferred_high_water",
+        _int_range(1, 100_000_000),
+        "Deferred events at which the pipeline stops reading until they drain.",
+    ),
+    SettingSpec(
+        "memory_core_block_chars", _int_range(16, 1_000_000), "Size limit of a core memory block."
+    ),
+    SettingSpec(
+        "memory_semantic_threshold",
+        _fraction,
+        "Similarity at which a new semantic memory supersedes a near-duplicate.",
+    ),
+    SettingSpec("memory_working_ttl_s", _positive_float, "Lifetime of working memory."),
+    SettingSpec("memory_window_s", _positive_float, "Window of the per-user aggregates."),
+    SettingSpec("memory_anomaly_z", _positive_float, "z-score at which a rate is an anomaly."),
     SettingSpec("log_format", _choice("auto", "json", "console"), "`auto`: console on a TTY."),
     SettingSpec("log_level", _choice("debug", "info", "warning", "error"), "Lowest log level."),
 )

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from agents import cli as agents_cli
 from gateway import __version__
 from gateway.cli import records, serve, smartmodule, token, topics
 from gateway.cli.common import EXIT_USAGE, fail
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_parser(commands)
     records.add_parsers(commands)
     smartmodule.add_parser(commands)
+    agents_cli.add_parser(commands)
     return parser
 
 

@@ -48,14 +48,18 @@ def chat(content: str, *, role: str = "user", user: str = "alice", **fields: Any
     )
 
 
-def interaction(action: str, importance: float = 0.9, *, user: str = "alice", **context: Any) -> dict[str, Any]:
+def interaction(
+    action: str, importance: float = 0.9, *, user: str = "alice", **context: Any
+) -> dict[str, Any]:
     payload: dict[str, Any] = {"action": action, "importance": importance}
     if context:
         payload["context"] = context
     return envelope("user_interaction", payload, user=user)
 
 
-def action(agent: str, name: str, session: str | None = "s1", *, user: str = "alice", success: bool = True) -> dict[str, Any]:
+def action(
+    agent: str, name: str, session: str | None = "s1", *, user: str = "alice", success: bool = True
+) -> dict[str, Any]:
     payload: dict[str, Any] = {"agent_id": agent, "action": name, "success": success}
     if session is not None:
         payload["session_id"] = session
@@ -68,7 +72,9 @@ async def produce(log: StreamLog, topic: str, events: Iterable[dict[str, Any] | 
         if isinstance(event, bytes):
             records.append(NewRecord(value=event, key=b"raw"))
         else:
-            records.append(NewRecord(value=json.dumps(event).encode(), key=str(event.get("user_id")).encode()))
+            records.append(
+                NewRecord(value=json.dumps(event).encode(), key=str(event.get("user_id")).encode())
+            )
     await log.produce_batch(topic, records)
 
 
@@ -84,7 +90,14 @@ async def read_json(log: StreamLog, topic: str) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in await read_topic(log, topic)]
 
 
-def work(content: str, memory_type: str = "semantic", *, offset: int = 0, user: str = "alice", **fields: Any) -> MemoryWork:
+def work(
+    content: str,
+    memory_type: str = "semantic",
+    *,
+    offset: int = 0,
+    user: str = "alice",
+    **fields: Any,
+) -> MemoryWork:
     """A classified item as the manager makes it, for driving agents directly."""
     values: dict[str, Any] = {
         "source": Source("chat-messages", 0, offset),

@@ -40,7 +40,10 @@ def ops(changes: Sequence[Change]) -> list[tuple[str, str]]:
 async def test_episodic_keeps_every_experience_with_its_time(store: MemoryStore) -> None:
     agent = EpisodicAgent(PipelineConfig(), store)
     changes = await apply(
-        store, agent, *(work(f"opened page {i}", "episodic", offset=i) for i in range(3)), work("opened page 0", "episodic", offset=9)
+        store,
+        agent,
+        *(work(f"opened page {i}", "episodic", offset=i) for i in range(3)),
+        work("opened page 0", "episodic", offset=9),
     )
     assert ops(changes) == [("created", "episodic")] * 4
     memories = await store.list_memories(organization_id=ORG, user_id="alice")
@@ -84,16 +87,26 @@ async def test_semantic_near_duplicate_supersedes_and_keeps_history(store: Memor
 
 async def test_semantic_different_facts_stay_apart(store: MemoryStore) -> None:
     agent = SemanticAgent(PipelineConfig(), store)
-    facts = ["I like tea", "I like coffee", "I prefer window seats", "I have a dog named Rex", "I work at Globex"]
+    facts = [
+        "I like tea",
+        "I like coffee",
+        "I prefer window seats",
+        "I have a dog named Rex",
+        "I work at Globex",
+    ]
     changes = await apply(store, agent, *(work(f, offset=i) for i, f in enumerate(facts)))
     assert ops(changes) == [("created", "semantic")] * len(facts)
 
 
 async def test_semantic_same_subject_supersedes(store: MemoryStore) -> None:
     agent = SemanticAgent(PipelineConfig(), store)
-    await apply(store, agent, work("My favourite colour is blue", offset=1, subject="favourite colour"))
+    await apply(
+        store, agent, work("My favourite colour is blue", offset=1, subject="favourite colour")
+    )
     await apply(store, agent, work("I like hiking", offset=2))
-    changed = await apply(store, agent, work("My favourite colour is now green", offset=3, subject="favourite colour"))
+    changed = await apply(
+        store, agent, work("My favourite colour is now green", offset=3, subject="favourite colour")
+    )
     assert ops(changed) == [("updated", "semantic")]
     assert changed[0].memory.metadata["superseded_by"] == "subject"
     contents = {m.content for m in await store.list_memories(organization_id=ORG, user_id="alice")}
@@ -102,7 +115,12 @@ async def test_semantic_same_subject_supersedes(store: MemoryStore) -> None:
 
 async def test_semantic_is_per_user(store: MemoryStore) -> None:
     agent = SemanticAgent(PipelineConfig(), store)
-    await apply(store, agent, work("I like green tea", offset=1), work("I like green tea", offset=2, user="bob"))
+    await apply(
+        store,
+        agent,
+        work("I like green tea", offset=1),
+        work("I like green tea", offset=2, user="bob"),
+    )
     assert await store.count(organization_id=ORG, user_id="alice") == 1
     assert await store.count(organization_id=ORG, user_id="bob") == 1
 
@@ -126,21 +144,32 @@ async def test_core_block_lines_replace_by_subject(store: MemoryStore) -> None:
     agent = core_agent(store, limit=200)
     await apply(store, agent, work("name: Alice", "core", offset=1, subject="name", block="human"))
     await apply(store, agent, work("role: nurse", "core", offset=2, subject="role", block="human"))
-    changes = await apply(store, agent, work("name: Alicia", "core", offset=3, subject="name", block="human"))
+    changes = await apply(
+        store, agent, work("name: Alicia", "core", offset=3, subject="name", block="human")
+    )
     assert ops(changes) == [("updated", "core")]
     block = await agent.block(organization_id=ORG, user_id="alice", block="human")
     assert block is not None
     assert (block.content, block.version) == ("name: Alicia\nrole: nurse", 3)
     assert block.metadata["block"] == "human" and block.metadata["limit"] == 200
     # The same line again changes nothing.
-    assert await apply(store, agent, work("role: nurse", "core", offset=4, subject="role", block="human")) == []
+    assert (
+        await apply(
+            store, agent, work("role: nurse", "core", offset=4, subject="role", block="human")
+        )
+        == []
+    )
 
 
 async def test_core_block_limit_moves_oldest_lines_to_semantic(store: MemoryStore) -> None:
     agent = core_agent(store, limit=40)
     await apply(store, agent, work("name: Alice", "core", offset=1, subject="name", block="human"))
-    await apply(store, agent, work("role: data scientist", "core", offset=2, subject="role", block="human"))
-    changes = await apply(store, agent, work("location: Lisbon", "core", offset=3, subject="location", block="human"))
+    await apply(
+        store, agent, work("role: data scientist", "core", offset=2, subject="role", block="human")
+    )
+    changes = await apply(
+        store, agent, work("location: Lisbon", "core", offset=3, subject="location", block="human")
+    )
     assert ops(changes) == [("updated", "core"), ("created", "semantic")]
     block = await agent.block(organization_id=ORG, user_id="alice", block="human")
     assert block is not None and len(block.content) <= 40
@@ -153,19 +182,35 @@ async def test_core_block_limit_moves_oldest_lines_to_semantic(store: MemoryStor
 
 async def test_core_line_longer_than_the_block_becomes_a_fact(store: MemoryStore) -> None:
     agent = core_agent(store, limit=20)
-    changes = await apply(store, agent, work("role: principal site reliability engineer", "core", offset=1, subject="role", block="human"))
+    changes = await apply(
+        store,
+        agent,
+        work(
+            "role: principal site reliability engineer",
+            "core",
+            offset=1,
+            subject="role",
+            block="human",
+        ),
+    )
     assert ops(changes) == [("created", "semantic")]
     assert await agent.block(organization_id=ORG, user_id="alice", block="human") is None
 
 
 async def test_core_editing_api(store: MemoryStore) -> None:
     agent = core_agent(store, limit=40)
-    await agent.upsert_line(organization_id=ORG, user_id="alice", block="human", text="name: Alice", subject="name")
-    await agent.upsert_line(organization_id=ORG, user_id="alice", block="human", text="likes: jazz", subject="likes")
+    await agent.upsert_line(
+        organization_id=ORG, user_id="alice", block="human", text="name: Alice", subject="name"
+    )
+    await agent.upsert_line(
+        organization_id=ORG, user_id="alice", block="human", text="likes: jazz", subject="likes"
+    )
     await agent.remove_line(organization_id=ORG, user_id="alice", block="human", subject="likes")
     block = await agent.block(organization_id=ORG, user_id="alice", block="human")
     assert block is not None and (block.content, block.version) == ("name: Alice", 3)
-    await agent.replace_block(organization_id=ORG, user_id="alice", block="persona", content="tone: warm\nBe brief")
+    await agent.replace_block(
+        organization_id=ORG, user_id="alice", block="persona", content="tone: warm\nBe brief"
+    )
     persona = await agent.block(organization_id=ORG, user_id="alice", block="persona")
     assert persona is not None and persona.metadata["lines"] == [
         {"text": "tone: warm", "subject": "tone"},
@@ -174,20 +219,35 @@ async def test_core_editing_api(store: MemoryStore) -> None:
     with pytest.raises(BlockTooLarge, match="limit 40"):
         await agent.upsert_line(organization_id=ORG, user_id="alice", block="human", text="x" * 41)
     with pytest.raises(BlockTooLarge, match="limit 40"):
-        await agent.replace_block(organization_id=ORG, user_id="alice", block="human", content="y" * 41)
+        await agent.replace_block(
+            organization_id=ORG, user_id="alice", block="human", content="y" * 41
+        )
     with pytest.raises(UnknownBlock, match="configured blocks: human, persona"):
         await agent.upsert_line(organization_id=ORG, user_id="alice", block="nope", text="z")
     # Edits are published like any change, and kept in the history.
     history = await store.history(organization_id=ORG, user_id="alice", memory_id=block.id)
     assert [h.op for h in history] == ["created", "updated", "updated"]
     rows = await store.outbox_batch(100)
-    assert [json.loads(r[3])["payload"]["op"] for r in rows] == ["created", "updated", "updated", "created"]
+    assert [json.loads(r[3])["payload"]["op"] for r in rows] == [
+        "created",
+        "updated",
+        "updated",
+        "created",
+    ]
 
 
 async def test_core_api_eviction_goes_to_semantic_without_a_source(store: MemoryStore) -> None:
     agent = core_agent(store, limit=30)
-    await agent.upsert_line(organization_id=ORG, user_id="alice", block="human", text="name: Alice", subject="name")
-    changes = await agent.upsert_line(organization_id=ORG, user_id="alice", block="human", text="city: Porto and Lisbon", subject="city")
+    await agent.upsert_line(
+        organization_id=ORG, user_id="alice", block="human", text="name: Alice", subject="name"
+    )
+    changes = await agent.upsert_line(
+        organization_id=ORG,
+        user_id="alice",
+        block="human",
+        text="city: Porto and Lisbon",
+        subject="city",
+    )
     assert ops(changes) == [("updated", "core"), ("created", "semantic")]
     assert changes[1].memory.source is None and changes[1].memory.content == "name: Alice"
 
@@ -205,7 +265,9 @@ async def test_working_memories_expire_after_their_ttl(store: MemoryStore) -> No
         work("cursor", "working", offset=2, session_id="s1", timestamp=start + 30_000),
         work("short", "working", offset=3, session_id="s1", timestamp=start, ttl_s=5),
     )
-    memories = await store.list_memories(organization_id=ORG, user_id="alice", memory_type="working")
+    memories = await store.list_memories(
+        organization_id=ORG, user_id="alice", memory_type="working"
+    )
     assert {m.content: m.expires_at for m in memories} == {
         "typing": start + 60_000,
         "cursor": start + 90_000,
@@ -220,7 +282,9 @@ async def test_working_memories_expire_after_their_ttl(store: MemoryStore) -> No
     left = await store.list_memories(organization_id=ORG, user_id="alice", memory_type="working")
     assert [m.content for m in left] == ["cursor"]
     # Nothing silently lost: the last version is in the history with the expiry.
-    history = await store.history(organization_id=ORG, user_id="alice", memory_id=expired[0].memory.id)
+    history = await store.history(
+        organization_id=ORG, user_id="alice", memory_id=expired[0].memory.id
+    )
     assert [h.op for h in history] == ["created", "expired"]
 
 
@@ -229,7 +293,10 @@ async def test_working_memories_are_bounded_per_session(store: MemoryStore) -> N
     changes = await apply(
         store,
         agent,
-        *(work(f"step {i}", "working", offset=i, session_id="s1", timestamp=1_000 + i) for i in range(5)),
+        *(
+            work(f"step {i}", "working", offset=i, session_id="s1", timestamp=1_000 + i)
+            for i in range(5)
+        ),
         work("other session", "working", offset=9, session_id="s2"),
     )
     assert [c.memory.content for c in changes if c.op == "expired"] == ["step 0", "step 1"]
@@ -240,16 +307,36 @@ async def test_working_memories_are_bounded_per_session(store: MemoryStore) -> N
 # -- procedural --------------------------------------------------------------------------------
 
 
-def step(name: str, offset: int, session: str = "s1", agent: str = "planner", success: bool = True) -> MemoryWork:
-    return work(f"{name}", "procedural", offset=offset, action=name, agent_id=agent, session_id=session, success=success)
+def step(
+    name: str, offset: int, session: str = "s1", agent: str = "planner", success: bool = True
+) -> MemoryWork:
+    return work(
+        f"{name}",
+        "procedural",
+        offset=offset,
+        action=name,
+        agent_id=agent,
+        session_id=session,
+        success=success,
+    )
 
 
 async def test_procedural_session_sequence(store: MemoryStore) -> None:
     agent = ProceduralAgent(PipelineConfig(), store)
-    changes = await apply(store, agent, step("search", 1), step("select", 2), step("pay", 3, success=False), step("pay", 4))
+    changes = await apply(
+        store,
+        agent,
+        step("search", 1),
+        step("select", 2),
+        step("pay", 3, success=False),
+        step("pay", 4),
+    )
     sequence = [c.memory for c in changes if c.memory.metadata["kind"] == "sequence"]
     assert [m.version for m in sequence] == [1, 2, 3, 4]
-    assert sequence[-1].content == "Steps of agent planner in session s1:\n1. search\n2. select\n3. pay (failed)\n4. pay"
+    assert (
+        sequence[-1].content
+        == "Steps of agent planner in session s1:\n1. search\n2. select\n3. pay (failed)\n4. pay"
+    )
     assert sequence[-1].agent_id == "planner" and sequence[-1].metadata["steps"] == 4
 
 
@@ -257,7 +344,10 @@ async def test_procedural_sequences_are_bounded(store: MemoryStore) -> None:
     agent = ProceduralAgent(PipelineConfig(procedural_max_steps=3), store)
     changes = await apply(store, agent, *(step(f"a{i}", i) for i in range(5)))
     last = changes[-1].memory
-    assert last.content == "Steps of agent planner in session s1:\n(2 earlier steps)\n3. a2\n4. a3\n5. a4"
+    assert (
+        last.content
+        == "Steps of agent planner in session s1:\n(2 earlier steps)\n3. a2\n4. a3\n5. a4"
+    )
 
 
 async def test_procedural_recurring_patterns(store: MemoryStore) -> None:
@@ -277,7 +367,9 @@ async def test_procedural_recurring_patterns(store: MemoryStore) -> None:
         ("updated", "Agent planner often does: select -> book (seen 6 times)"),
         ("updated", "Agent planner often does: search -> select -> book (seen 6 times)"),
     ]
-    stored = await store.list_memories(organization_id=ORG, user_id="alice", memory_type="procedural")
+    stored = await store.list_memories(
+        organization_id=ORG, user_id="alice", memory_type="procedural"
+    )
     assert sum(1 for m in stored if m.metadata["kind"] == "pattern") == 3
     assert sum(1 for m in stored if m.metadata["kind"] == "sequence") == 6
 
@@ -287,16 +379,21 @@ async def test_procedural_patterns_are_per_agent_and_skip_failures(store: Memory
     changes = await apply(
         store,
         agent,
-        step("a", 1, "s1", "x"), step("b", 2, "s1", "x"),
-        step("a", 3, "s2", "y"), step("b", 4, "s2", "y"),
-        step("a", 5, "s3", "x"), step("b", 6, "s3", "x", success=False),
+        step("a", 1, "s1", "x"),
+        step("b", 2, "s1", "x"),
+        step("a", 3, "s2", "y"),
+        step("b", 4, "s2", "y"),
+        step("a", 5, "s3", "x"),
+        step("b", 6, "s3", "x", success=False),
     )
     assert not [c for c in changes if c.memory.metadata["kind"] == "pattern"]
 
 
 async def test_changes_are_recorded_for_publishing(store: MemoryStore) -> None:
     agent = EpisodicAgent(PipelineConfig(), store)
-    changes = await apply(store, agent, work("opened settings", "episodic", offset=5, event_id="ev-1"))
+    changes = await apply(
+        store, agent, work("opened settings", "episodic", offset=5, event_id="ev-1")
+    )
     rows = await store.outbox_batch(10)
     assert len(rows) == 1 and store.outbox_count == 1
     _, topic, key, value, idempotency_key = rows[0]

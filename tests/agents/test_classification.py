@@ -32,11 +32,25 @@ def item(content: str, **fields: Any) -> bytes:
 CASES: list[tuple[str, dict[str, Any] | bytes, str | None, str]] = [
     # telemetry: no memory
     ("sensor", envelope("sensor_data", {"sensor_id": "t1", "readings": {"c": 21.5}}), None, ""),
-    ("api call", envelope("api_call", {"endpoint": "/x", "method": "GET", "response_time_ms": 3}), None, ""),
+    (
+        "api call",
+        envelope("api_call", {"endpoint": "/x", "method": "GET", "response_time_ms": 3}),
+        None,
+        "",
+    ),
     ("log entry", envelope("log_entry", {"level": "info", "message": "m"}), None, ""),
     (
         "memory update",
-        envelope("memory_update", {"op": "created", "memory_id": "m", "memory_type": "episodic", "organization_id": "acme", "user_id": "alice"}),
+        envelope(
+            "memory_update",
+            {
+                "op": "created",
+                "memory_id": "m",
+                "memory_type": "episodic",
+                "organization_id": "acme",
+                "user_id": "alice",
+            },
+        ),
         None,
         "",
     ),
@@ -45,20 +59,93 @@ CASES: list[tuple[str, dict[str, Any] | bytes, str | None, str]] = [
     ("agent action without session", action("planner", "book", None), "procedural", "2 "),
     ("failed agent action", action("planner", "pay", success=False), "procedural", "2 "),
     # realtime messages: working
-    ("realtime", envelope("realtime_message", {"channel": "typing", "data": {"on": True}}), "working", "3 "),
-    ("realtime text", envelope("realtime_message", {"channel": "cursor", "data": "line 4"}), "working", "3 "),
+    (
+        "realtime",
+        envelope("realtime_message", {"channel": "typing", "data": {"on": True}}),
+        "working",
+        "3 ",
+    ),
+    (
+        "realtime text",
+        envelope("realtime_message", {"channel": "cursor", "data": "line 4"}),
+        "working",
+        "3 ",
+    ),
     # explicit kinds
     ("chat kind=profile", chat("Alice, Berlin", metadata={"kind": "profile"}), "core", "4 "),
-    ("chat kind=fact", chat("the wifi password is on the fridge", metadata={"kind": "fact"}), "semantic", "4 "),
-    ("chat kind=preference", chat("aisle seats", metadata={"kind": "preference"}), "semantic", "4 "),
-    ("app_event fact", envelope("app_event", {"event_type": "fact", "source": "crm", "payload": {"statement": "Owns a Tesla"}}), "semantic", "4 "),
-    ("app_event preference", envelope("app_event", {"event_type": "preference", "source": "app", "payload": {"theme": "dark"}}), "semantic", "4 "),
-    ("app_event profile", envelope("app_event", {"event_type": "profile", "source": "crm", "payload": {"subject": "company", "value": "Acme"}}), "core", "4 "),
-    ("app_event persona", envelope("app_event", {"event_type": "persona", "source": "admin", "payload": {"text": "Be concise"}}), "core", "4 "),
-    ("app_event payload kind", envelope("app_event", {"event_type": "sync", "source": "crm", "payload": {"kind": "fact", "text": "VIP"}}), "semantic", "4 "),
-    ("interaction context kind=profile", interaction("set display name to Al", kind="profile"), "core", "4 "),
+    (
+        "chat kind=fact",
+        chat("the wifi password is on the fridge", metadata={"kind": "fact"}),
+        "semantic",
+        "4 ",
+    ),
+    (
+        "chat kind=preference",
+        chat("aisle seats", metadata={"kind": "preference"}),
+        "semantic",
+        "4 ",
+    ),
+    (
+        "app_event fact",
+        envelope(
+            "app_event",
+            {"event_type": "fact", "source": "crm", "payload": {"statement": "Owns a Tesla"}},
+        ),
+        "semantic",
+        "4 ",
+    ),
+    (
+        "app_event preference",
+        envelope(
+            "app_event", {"event_type": "preference", "source": "app", "payload": {"theme": "dark"}}
+        ),
+        "semantic",
+        "4 ",
+    ),
+    (
+        "app_event profile",
+        envelope(
+            "app_event",
+            {
+                "event_type": "profile",
+                "source": "crm",
+                "payload": {"subject": "company", "value": "Acme"},
+            },
+        ),
+        "core",
+        "4 ",
+    ),
+    (
+        "app_event persona",
+        envelope(
+            "app_event",
+            {"event_type": "persona", "source": "admin", "payload": {"text": "Be concise"}},
+        ),
+        "core",
+        "4 ",
+    ),
+    (
+        "app_event payload kind",
+        envelope(
+            "app_event",
+            {"event_type": "sync", "source": "crm", "payload": {"kind": "fact", "text": "VIP"}},
+        ),
+        "semantic",
+        "4 ",
+    ),
+    (
+        "interaction context kind=profile",
+        interaction("set display name to Al", kind="profile"),
+        "core",
+        "4 ",
+    ),
     ("memory item kind=profile", item("timezone: CET", metadata={"kind": "profile"}), "core", "4 "),
-    ("memory item context kind=fact", item("uses vim", metadata={"context": {"kind": "fact"}}), "semantic", "4 "),
+    (
+        "memory item context kind=fact",
+        item("uses vim", metadata={"context": {"kind": "fact"}}),
+        "semantic",
+        "4 ",
+    ),
     # user chat statements
     ("my name is", chat("Hi! My name is Alice."), "core", "5 profile statement (name)"),
     ("call me", chat("Please call me Al"), "core", "5 profile statement (name)"),
@@ -88,23 +175,65 @@ CASES: list[tuple[str, dict[str, Any] | bytes, str | None, str]] = [
     ("system message", chat("My name is Assistant", role="system"), "episodic", "8 "),
     ("plain chat", chat("Book the 9am train"), "episodic", "8 "),
     # declared memory type of a MemoryItem
-    ("memory item declared semantic", item("earth is round", memory_type="semantic"), "semantic", "6 "),
-    ("memory item declared procedural", item("restart then clear cache", memory_type="procedural"), "procedural", "6 "),
-    ("memory item declared episodic", item("opened settings", memory_type="episodic"), "episodic", "8 "),
+    (
+        "memory item declared semantic",
+        item("earth is round", memory_type="semantic"),
+        "semantic",
+        "6 ",
+    ),
+    (
+        "memory item declared procedural",
+        item("restart then clear cache", memory_type="procedural"),
+        "procedural",
+        "6 ",
+    ),
+    (
+        "memory item declared episodic",
+        item("opened settings", memory_type="episodic"),
+        "episodic",
+        "8 ",
+    ),
     # low-importance session context: working
-    ("low importance session chat", chat("ok", metadata={"session_id": "s9"}, importance=0.1), "working", "7 "),
-    ("low importance session interaction", interaction("scrolled", 0.1, session_id="s9"), "working", "7 "),
-    ("low importance session item", item("hovered", importance=0.2, session_id="s9"), "working", "7 "),
+    (
+        "low importance session chat",
+        chat("ok", metadata={"session_id": "s9"}, importance=0.1),
+        "working",
+        "7 ",
+    ),
+    (
+        "low importance session interaction",
+        interaction("scrolled", 0.1, session_id="s9"),
+        "working",
+        "7 ",
+    ),
+    (
+        "low importance session item",
+        item("hovered", importance=0.2, session_id="s9"),
+        "working",
+        "7 ",
+    ),
     ("low importance without session", interaction("scrolled", 0.1), "episodic", "8 "),
     ("session but important", interaction("paid invoice", 0.9, session_id="s9"), "episodic", "8 "),
     # the rest: episodic
     ("interaction", interaction("opened settings"), "episodic", "8 "),
-    ("memory item", item("opened settings", metadata={"source_event_type": "user_interaction"}), "episodic", "8 "),
-    ("app event", envelope("app_event", {"event_type": "login", "source": "web"}), "episodic", "8 "),
+    (
+        "memory item",
+        item("opened settings", metadata={"source_event_type": "user_interaction"}),
+        "episodic",
+        "8 ",
+    ),
+    (
+        "app event",
+        envelope("app_event", {"event_type": "login", "source": "web"}),
+        "episodic",
+        "8 ",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("event", "memory_type", "rule"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("event", "memory_type", "rule"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_classification(event: dict[str, Any] | bytes, memory_type: str | None, rule: str) -> None:
     work = classify(event)
     if memory_type is None:
@@ -140,17 +269,39 @@ def test_fact_statement_keeps_the_sentence_and_the_slot() -> None:
 
 
 def test_persona_goes_to_the_persona_block() -> None:
-    work = classify(envelope("app_event", {"event_type": "persona", "source": "admin", "payload": {"text": "Be concise"}}))
+    work = classify(
+        envelope(
+            "app_event",
+            {"event_type": "persona", "source": "admin", "payload": {"text": "Be concise"}},
+        )
+    )
     assert (work.block, work.content) == ("persona", "Be concise")
 
 
 def test_fields_carried_over() -> None:
     work = classify(action("planner", "search", "s7"))
-    assert (work.agent_id, work.session_id, work.action, work.success) == ("planner", "s7", "search", True)
-    ttl = classify(envelope("realtime_message", {"channel": "c", "data": {"ttl_s": 5, "session_id": "s1"}}))
+    assert (work.agent_id, work.session_id, work.action, work.success) == (
+        "planner",
+        "s7",
+        "search",
+        True,
+    )
+    ttl = classify(
+        envelope("realtime_message", {"channel": "c", "data": {"ttl_s": 5, "session_id": "s1"}})
+    )
     assert (ttl.ttl_s, ttl.session_id) == (5.0, "s1")
-    transformed = classify(item("clicked buy", timestamp=123, metadata={"source_event_id": "e9", "source_event_type": "user_interaction"}))
-    assert (transformed.timestamp, transformed.event_id, transformed.event_type) == (123, "e9", "user_interaction")
+    transformed = classify(
+        item(
+            "clicked buy",
+            timestamp=123,
+            metadata={"source_event_id": "e9", "source_event_type": "user_interaction"},
+        )
+    )
+    assert (transformed.timestamp, transformed.event_id, transformed.event_type) == (
+        123,
+        "e9",
+        "user_interaction",
+    )
 
 
 def test_threshold_for_working_is_configurable() -> None:

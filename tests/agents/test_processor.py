@@ -24,14 +24,28 @@ class Feed:
     def __call__(self, events: list[dict[str, Any]]) -> list[Record]:
         out = []
         for event in events:
-            out.append(Record(self.topic, self.partition, self.offset, event["timestamp"], None, json.dumps(event).encode()))
+            out.append(
+                Record(
+                    self.topic,
+                    self.partition,
+                    self.offset,
+                    event["timestamp"],
+                    None,
+                    json.dumps(event).encode(),
+                )
+            )
             self.offset += 1
         return out
 
 
 def clicks(user: str, window: int, count: int) -> list[dict[str, Any]]:
     start = T0 + window * 60_000
-    return [envelope("user_interaction", {"action": "click", "importance": 0.4}, user=user, ts=start + i * 10) for i in range(count)]
+    return [
+        envelope(
+            "user_interaction", {"action": "click", "importance": 0.4}, user=user, ts=start + i * 10
+        )
+        for i in range(count)
+    ]
 
 
 def test_a_burst_after_a_steady_baseline_is_one_anomaly() -> None:
@@ -41,7 +55,11 @@ def test_a_burst_after_a_steady_baseline_is_one_anomaly() -> None:
     burst = processor.observe(feed(clicks("alice", 6, 40)))
     assert len(burst.anomalies) == 1  # once per window, however long the burst goes on
     anomaly = burst.anomalies[0]
-    assert (anomaly.kind, anomaly.user_id, anomaly.subject) == ("event_rate", "alice", "user_interaction")
+    assert (anomaly.kind, anomaly.user_id, anomaly.subject) == (
+        "event_rate",
+        "alice",
+        "user_interaction",
+    )
     assert anomaly.metadata["count"] == 10 and anomaly.metadata["z"] >= 4
     assert anomaly.offset == 12 + 9  # the record that crossed the threshold
     assert anomaly.id == "anomaly:event_rate:user-events:0:21:user_interaction"
@@ -68,7 +86,12 @@ def test_steady_busy_traffic_is_not_an_anomaly() -> None:
 
 def test_aggregates_and_rates_per_user_and_type() -> None:
     processor, feed = StreamProcessor(CONFIG), Feed()
-    events = clicks("alice", 0, 3) + [envelope("app_event", {"event_type": "login", "source": "web", "importance": 0.9}, ts=T0 + 5)]
+    events = [
+        *clicks("alice", 0, 3),
+        envelope(
+            "app_event", {"event_type": "login", "source": "web", "importance": 0.9}, ts=T0 + 5
+        ),
+    ]
     observed = processor.observe(feed(events))
     by_type = {a.event_type: a for a in observed.aggregates}
     assert by_type["user_interaction"].count == 3
@@ -91,7 +114,9 @@ def test_empty_windows_lower_the_baseline() -> None:
 
 
 def sensor(value: float, ts: int) -> dict[str, Any]:
-    return envelope("sensor_data", {"sensor_id": "boiler-1", "readings": {"temp": value, "bar": 1.0}}, ts=ts)
+    return envelope(
+        "sensor_data", {"sensor_id": "boiler-1", "readings": {"temp": value, "bar": 1.0}}, ts=ts
+    )
 
 
 def test_sensor_reading_far_from_its_baseline_is_an_anomaly() -> None:

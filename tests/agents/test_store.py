@@ -52,8 +52,13 @@ def test_tenancy_is_a_required_argument_of_every_query_function() -> None:
 async def test_keyword_search(store: MemoryStore) -> None:
     await fill(store)
     found = await store.keyword_search(organization_id=ORG, user_id="alice", text="italian")
-    assert sorted(m.content for m in found) == ["asked about Italian wines", "booked a table at the Italian place"]
-    found = await store.keyword_search(organization_id=ORG, user_id="alice", text='booked "italian"*')
+    assert sorted(m.content for m in found) == [
+        "asked about Italian wines",
+        "booked a table at the Italian place",
+    ]
+    found = await store.keyword_search(
+        organization_id=ORG, user_id="alice", text='booked "italian"*'
+    )
     assert [m.content for m in found] == ["booked a table at the Italian place"]
     assert await store.keyword_search(organization_id=ORG, user_id="alice", text="   ") == []
 
@@ -62,7 +67,9 @@ async def test_search_follows_updates_and_deletes(store: MemoryStore) -> None:
     await fill(store)
     memory = (await store.keyword_search(organization_id=ORG, user_id="alice", text="wines"))[0]
     async with store.transaction() as tx:
-        await tx.update_memory(msgspec.structs.replace(memory, content="asked about Spanish cheese", version=2))
+        await tx.update_memory(
+            msgspec.structs.replace(memory, content="asked about Spanish cheese", version=2)
+        )
     assert await store.keyword_search(organization_id=ORG, user_id="alice", text="wines") == []
     assert len(await store.keyword_search(organization_id=ORG, user_id="alice", text="cheese")) == 1
     async with store.transaction() as tx:
@@ -94,12 +101,37 @@ async def test_schema_columns(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(tmp_path / "memory.sqlite3") as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(memories)")}
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         journal = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert {
-        "id", "organization_id", "user_id", "agent_id", "session_id", "memory_type", "content",
-        "importance", "metadata", "hash", "created_at", "updated_at", "expires_at",
-        "access_count", "version", "source_topic", "source_partition", "source_offset",
+        "id",
+        "organization_id",
+        "user_id",
+        "agent_id",
+        "session_id",
+        "memory_type",
+        "content",
+        "importance",
+        "metadata",
+        "hash",
+        "created_at",
+        "updated_at",
+        "expires_at",
+        "access_count",
+        "version",
+        "source_topic",
+        "source_partition",
+        "source_offset",
     } <= columns
-    assert {"memory_history", "memories_fts", "applied", "consumer_offsets", "deferred", "outbox", "rejected"} <= tables
+    assert {
+        "memory_history",
+        "memories_fts",
+        "applied",
+        "consumer_offsets",
+        "deferred",
+        "outbox",
+        "rejected",
+    } <= tables
     assert journal == "wal"

@@ -37,6 +37,8 @@ class GatewayProcess:
             "AGENTMEM_JWT_SECRET": SECRET,
             "AGENTMEM_LOG_FORMAT": "json",
             "AGENTMEM_LOG_LEVEL": "info",
+            # Tests that need the memory pipeline turn it on; the others save its work.
+            "AGENTMEM_MEMORY_PIPELINE": "off",
             **(extra_env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

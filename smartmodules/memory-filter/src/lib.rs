@@ -1,6 +1,8 @@
 //! memory-filter: keeps the memory-update records that match every given criterion.
 //!
-//! A memory-update value is JSON: `{"op", "memory_id", "memory_type",
+//! A memory update is read from the `payload` of a `memory_update` envelope (as the memory
+//! pipeline writes them to `memory-updates`) or, for a bare update, from the top level:
+//! `{"op", "memory_id", "memory_type",
 //! "organization_id", "user_id", "agent_id", "importance", "content", "version",
 //! "source", "timestamp"}`.
 //!
@@ -86,11 +88,30 @@ fn is_in(field: Option<&[u8]>, wanted: &[String]) -> bool {
 }
 
 fn keep(value: &[u8], c: &Criteria) -> bool {
-    let keys = ["organization_id", "user_id", "memory_type", "op", "importance"];
-    let (_, [org, user, memory_type, op, importance]) = match json::document_fields(value, keys) {
-        Some(found) => found,
-        None => return false,
-    };
+    let keys = [
+        "organization_id",
+        "user_id",
+        "memory_type",
+        "op",
+        "importance",
+        "payload.organization_id",
+        "payload.user_id",
+        "payload.memory_type",
+        "payload.op",
+        "payload.importance",
+    ];
+    let (_, [org, user, memory_type, op, importance, p_org, p_user, p_type, p_op, p_importance]) =
+        match json::document_fields(value, keys) {
+            Some(found) => found,
+            None => return false,
+        };
+    // On the memory-updates topic an update travels in an envelope, under `payload`; a bare
+    // update carries the same fields at the top.
+    let org = p_org.or(org);
+    let user = p_user.or(user);
+    let memory_type = p_type.or(memory_type);
+    let op = p_op.or(op);
+    let importance = p_importance.or(importance);
     if let Some(wanted) = &c.organization_id {
         if !is(org, wanted) {
             return false;

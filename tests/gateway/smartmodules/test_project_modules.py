@@ -292,8 +292,9 @@ def update(op: str = "created", **fields: Any) -> str:
         ({"ops": "created", "user_id": "user-1", "min_importance": "0.7"}, [0]),
     ],
 )
+@pytest.mark.parametrize("shape", ["bare", "envelope"])
 def test_memory_filter(
-    registry: SmartModuleRegistry, params: dict[str, Any], expected: list[int]
+    registry: SmartModuleRegistry, params: dict[str, Any], expected: list[int], shape: str
 ) -> None:
     items = [
         update(),
@@ -302,6 +303,21 @@ def test_memory_filter(
         update("deleted", importance=0.2),
         update("expired", importance=0.65),
     ]
+    if shape == "envelope":
+        # As the memory pipeline writes them to memory-updates: the update is the payload.
+        items = [
+            json.dumps(
+                {
+                    "type": "memory_update",
+                    "id": f"u{i}",
+                    "organization_id": json.loads(item)["organization_id"],
+                    "user_id": json.loads(item)["user_id"],
+                    "timestamp": BASE_TS,
+                    "payload": json.loads(item),
+                }
+            )
+            for i, item in enumerate(items)
+        ]
     kept = run(registry, "memory-filter", items, **params)
     assert kept == [items[i].encode() for i in expected]
 

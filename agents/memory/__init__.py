@@ -1,0 +1,1 @@
+"""The five memory agents: core, episodic, semantic, procedural and working."""

@@ -1,0 +1,162 @@
+"""The semantic agent: facts and preferences, deduplicated, superseded by newer versions.
+
+For a new fact of a user, in order:
+
+1. **exact duplicate** (same normalized text, ``content_hash``): the stored fact is
+   reinforced: one more mention, the higher importance, a new version;
+2. **same subject** (a slot such as "favourite colour" recognized by the classifier): the
+   new statement supersedes the stored one;
+3. **near duplicate**: the most similar of the user's ``semantic_candidates`` most recent
+   facts, when its cosine similarity (``agents.embedding``) reaches
+   ``semantic_threshold``, is superseded by the new statement;
+4. otherwise a new fact.
+
+Superseding keeps the memory's id and raises its version; every earlier version stays in
+``memory_history``. Nothing is deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agents.config import PipelineConfig
+from agents.embedding import HashedNgramEmbedder, cosine, pack, unpack
+from agents.memory.base import (
+    Applied,
+    MemoryAgent,
+    content_hash,
+    memory_id,
+    new_memory,
+    next_version,
+)
+from agents.store.sqlite import Change, Memory, MemoryStore, Transaction
+from agents.work import MemoryWork, Source
+
+
+class SemanticAgent(MemoryAgent):
+    memory_type = "semantic"
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        store: MemoryStore,
+        embedder: HashedNgramEmbedder | None = None,
+    ) -> None:
+        super().__init__(config, store)
+        self.embedder = embedder or HashedNgramEmbedder()
+
+    async def apply(self, tx: Transaction, items: Sequence[MemoryWork], now: int) -> list[Applied]:
+        # One at a time: each fact is compared with the facts stored before it.
+        return [(item, await self.remember(tx, item, now)) for item in items]
+
+    async def remember(
+        self, tx: Transaction, item: MemoryWork, now: int, *, from_log: bool = True
+    ) -> list[Change]:
+        """Store one fact (see the module docstring for the dedup rules). ``from_log``
+        False: the fact comes from an edit, not a record; no source is stored."""
+        source = item.source if from_log else None
+        org, user = item.organization_id, item.user_id
+        hash_ = content_hash(item.content)
+        same = await tx.by_hash(
+            organization_id=org, user_id=user, memory_type="semantic", hash=hash_
+        )
+        if same is not None:
+            return [await self._update(tx, self._reinforce(same, item, now, source))]
+        vector = self.embedder.embed(item.content)
+        if item.subject:
+            slot = await tx.by_subject(
+                organization_id=org, user_id=user, memory_type="semantic", subject=item.subject
+            )
+            if slot is not None:
+                return [
+                    await self._update(
+                        tx, self._supersede(slot, item, vector, now, source, "subject")
+                    )
+                ]
+        best, score = await self._nearest(tx, item, vector)
+        if best is not None and score >= self.config.semantic_threshold:
+            merged = self._supersede(best, item, vector, now, source, "similarity", score)
+            return [await self._update(tx, merged)]
+        memory = new_memory(
+            item,
+            # The hash too: one record may yield several facts (a core block's evicted lines).
+            memory_id("semantic", org, str(item.source), hash_),
+            now,
+            hash=hash_,
+            embedding=pack(vector),
+            memory_type="semantic",
+            metadata={**new_memory(item, "", now).metadata, "mentions": 1},
+            source=source,
+        )
+        await tx.insert_memories([memory])
+        return [Change("created", memory)]
+
+    @staticmethod
+    async def _update(tx: Transaction, memory: Memory) -> Change:
+        await tx.update_memory(memory)
+        return Change("updated", memory)
+
+    async def _nearest(
+        self, tx: Transaction, item: MemoryWork, vector: dict[int, float]
+    ) -> tuple[Memory | None, float]:
+        if not vector:
+            return None, 0.0
+        candidates = await tx.recent(
+            organization_id=item.organization_id,
+            user_id=item.user_id,
+            memory_type="semantic",
+            limit=self.config.semantic_candidates,
+        )
+        best: Memory | None = None
+        best_score = 0.0
+        for candidate in candidates:
+            score = cosine(vector, unpack(candidate.embedding))
+            if score > best_score:
+                best, best_score = candidate, score
+        return best, best_score
+
+    def _reinforce(
+        self, memory: Memory, item: MemoryWork, now: int, source: Source | None
+    ) -> Memory:
+        metadata = dict(memory.metadata)
+        metadata["mentions"] = int(metadata.get("mentions", 1)) + 1
+        metadata["last_event_id"] = item.event_id
+        return next_version(
+            memory,
+            now,
+            importance=max(memory.importance, item.importance),
+            metadata=metadata,
+            event_time=item.timestamp,
+            source=source,
+        )
+
+    def _supersede(
+        self,
+        memory: Memory,
+        item: MemoryWork,
+        vector: dict[int, float],
+        now: int,
+        source: Source | None,
+        reason: str,
+        similarity: float | None = None,
+    ) -> Memory:
+        metadata: dict[str, Any] = dict(new_memory(item, "", now).metadata)
+        metadata["mentions"] = int(memory.metadata.get("mentions", 1)) + 1
+        metadata["supersedes_version"] = memory.version
+        metadata["superseded_by"] = reason
+        if similarity is not None:
+            metadata["similarity"] = round(similarity, 4)
+        return next_version(
+            memory,
+            now,
+            content=item.content,
+            hash=content_hash(item.content),
+            embedding=pack(vector),
+            subject=item.subject or memory.subject,
+            importance=max(memory.importance, item.importance),
+            agent_id=item.agent_id or memory.agent_id,
+            metadata=metadata,
+            event_time=item.timestamp,
+            source=source,
+        )

@@ -1,0 +1,1 @@
+"""The consumer side: chains, the stream processor, agent lanes, progress and the worker."""

@@ -1,0 +1,1 @@
+"""The memory database: schema and the aiosqlite store (``agents.store.sqlite``)."""

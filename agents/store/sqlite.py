@@ -1,0 +1,613 @@
+"""``MemoryStore``: the memory database on aiosqlite, its transactions and its queries.
+
+One connection writes. Transactions are serialized by an asyncio lock (statements of two
+transactions must not interleave on one connection) and are ``BEGIN IMMEDIATE``, so the
+database lock is taken at the start rather than upgraded half-way. A second connection
+serves the read-only query functions; WAL gives it consistent snapshots while a write
+transaction is open.
+
+Every query function over memories takes the tenancy, ``organization_id`` and
+``user_id``, as required keyword arguments: no function lists another user's memories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import msgspec
+
+from agents.config import MemoryType
+from agents.store.schema import MEMORY_COLUMNS, SCHEMA_VERSION, STATEMENTS, pragmas
+from agents.work import Source
+
+Op = Literal["created", "updated", "deleted", "expired"]
+
+_json = msgspec.json.Encoder()
+_metadata_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Memory(msgspec.Struct, frozen=True, kw_only=True):
+    """One memory, current version."""
+
+    id: str
+    organization_id: str
+    user_id: str
+    memory_type: MemoryType
+    content: str
+    importance: float
+    hash: str
+    created_at: int
+    updated_at: int
+    version: int = 1
+    agent_id: str | None = None
+    session_id: str | None = None
+    metadata: dict[str, Any] = {}
+    subject: str | None = None
+    embedding: bytes | None = None
+    event_time: int | None = None
+    expires_at: int | None = None
+    access_count: int = 0
+    source: Source | None = None
+    """The record that made this version (``None`` for edits made through the API)."""
+
+    def row(self) -> tuple[Any, ...]:
+        src = self.source
+        return (
+            self.id,
+            self.organization_id,
+            self.user_id,
+            self.agent_id,
+            self.session_id,
+            self.memory_type,
+            self.content,
+            self.importance,
+            _json.encode(self.metadata).decode(),
+            self.hash,
+            self.subject,
+            self.embedding,
+            self.created_at,
+            self.updated_at,
+            self.event_time,
+            self.expires_at,
+            self.access_count,
+            self.version,
+            src.topic if src else None,
+            src.partition if src else None,
+            src.offset if src else None,
+        )
+
+
+def memory_from_row(row: Sequence[Any]) -> Memory:
+    (
+        id_,
+        org,
+        user,
+        agent,
+        session,
+        memory_type,
+        content,
+        importance,
+        metadata,
+        hash_,
+        subject,
+        embedding,
+        created,
+        updated,
+        event_time,
+        expires,
+        access,
+        version,
+        topic,
+        partition,
+        offset,
+    ) = row
+    return Memory(
+        id=id_,
+        organization_id=org,
+        user_id=user,
+        agent_id=agent,
+        session_id=session,
+        memory_type=memory_type,
+        content=content,
+        importance=importance,
+        metadata=_metadata_decoder.decode(metadata) if metadata else {},
+        hash=hash_,
+        subject=subject,
+        embedding=embedding,
+        created_at=created,
+        updated_at=updated,
+        event_time=event_time,
+        expires_at=expires,
+        access_count=access,
+        version=version,
+        source=Source(topic, partition, offset) if topic is not None else None,
+    )
+
+
+class MemoryVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of a memory's history."""
+
+    memory_id: str
+    version: int
+    op: Op
+    content: str
+    importance: float
+    metadata: dict[str, Any]
+    changed_at: int
+    source: Source | None
+
+
+class Change(msgspec.Struct, frozen=True):
+    """A change to one memory: ``memory`` is its state after the change (its last state
+    for ``deleted`` and ``expired``)."""
+
+    op: Op
+    memory: Memory
+
+
+_SELECT = f"SELECT {MEMORY_COLUMNS} FROM memories"
+_INSERT = f"INSERT INTO memories ({MEMORY_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+_UPDATE = (
+    "UPDATE memories SET agent_id = ?, session_id = ?, content = ?, importance = ?, "
+    "metadata = ?, hash = ?, subject = ?, embedding = ?, updated_at = ?, event_time = ?, "
+    "expires_at = ?, version = ?, source_topic = ?, source_partition = ?, source_offset = ? "
+    "WHERE id = ?"
+)
+
+
+class Transaction:
+    """Statements of one write transaction (see ``MemoryStore.transaction``)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self.outbox_added = 0
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+        cursor = await self._db.execute(sql, params)
+        count = int(cursor.rowcount)
+        await cursor.close()
+        return count
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            await self._db.executemany(sql, rows)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(await self._db.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    # -- memories ---------------------------------------------------------------------------
+
+    async def insert_memories(self, memories: Sequence[Memory]) -> None:
+        await self.executemany(_INSERT, [m.row() for m in memories])
+
+    async def update_memory(self, memory: Memory) -> None:
+        row = memory.row()
+        # Every column but id, tenancy, memory_type, created_at and access_count.
+        await self.execute(_UPDATE, (*row[3:5], *row[6:12], *row[13:16], *row[17:], memory.id))
+
+    async def delete_memory(self, memory_id: str) -> None:
+        await self.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
+
+    async def memory(self, *, organization_id: str, user_id: str, memory_id: str) -> Memory | None:
+        row = await self.fetchone(
+            _SELECT + " WHERE id = ? AND organization_id = ? AND user_id = ?",
+            (memory_id, organization_id, user_id),
+        )
+        return memory_from_row(row) if row else None
+
+    async def by_hash(
+        self, *, organization_id: str, user_id: str, memory_type: str, hash: str
+    ) -> Memory | None:
+        row = await self.fetchone(
+            _SELECT + " WHERE organization_id = ? AND user_id = ? AND memory_type = ? "
+            "AND hash = ? LIMIT 1",
+            (organization_id, user_id, memory_type, hash),
+        )
+        return memory_from_row(row) if row else None
+
+    async def by_subject(
+        self, *, organization_id: str, user_id: str, memory_type: str, subject: str
+    ) -> Memory | None:
+        row = await self.fetchone(
+            _SELECT + " WHERE organization_id = ? AND user_id = ? AND memory_type = ? "
+            "AND subject = ? ORDER BY updated_at DESC LIMIT 1",
+            (organization_id, user_id, memory_type, subject),
+        )
+        return memory_from_row(row) if row else None
+
+    async def recent(
+        self, *, organization_id: str, user_id: str, memory_type: str, limit: int
+    ) -> list[Memory]:
+        rows = await self.fetchall(
+            _SELECT + " WHERE organization_id = ? AND user_id = ? AND memory_type = ? "
+            "ORDER BY updated_at DESC LIMIT ?",
+            (organization_id, user_id, memory_type, limit),
+        )
+        return [memory_from_row(r) for r in rows]
+
+    async def record_history(self, changes: Sequence[Change], at: int) -> None:
+        rows = []
+        for change in changes:
+            m = change.memory
+            src = m.source
+            rows.append(
+                (
+                    m.id,
+                    m.organization_id,
+                    m.user_id,
+                    m.memory_type,
+                    m.version,
+                    change.op,
+                    m.content,
+                    m.importance,
+                    _json.encode(m.metadata).decode(),
+                    m.hash,
+                    at,
+                    src.topic if src else None,
+                    src.partition if src else None,
+                    src.offset if src else None,
+                )
+            )
+        await self.executemany(
+            "INSERT OR IGNORE INTO memory_history (memory_id, organization_id, user_id, "
+            "memory_type, version, op, content, importance, metadata, hash, changed_at, "
+            "source_topic, source_partition, source_offset) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    # -- pipeline bookkeeping -----------------------------------------------------------------
+
+    async def applied(self, sources: Sequence[Source]) -> set[Source]:
+        """Which of ``sources`` were applied already."""
+        found: set[Source] = set()
+        for start in range(0, len(sources), 200):
+            chunk = sources[start : start + 200]
+            values = ", ".join("(?, ?, ?, ?)" for _ in chunk)
+            params = [v for s in chunk for v in (s.topic, s.partition, s.offset, s.seq)]
+            rows = await self.fetchall(
+                'SELECT topic, partition, "offset", seq FROM applied '
+                f'WHERE (topic, partition, "offset", seq) IN (VALUES {values})',
+                params,
+            )
+            found.update(Source(*row) for row in rows)
+        return found
+
+    async def mark_applied(self, rows: Iterable[tuple[Source, str | None]], at: int) -> None:
+        await self.executemany(
+            'INSERT OR IGNORE INTO applied (topic, partition, "offset", seq, memory_id, '
+            "applied_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(s.topic, s.partition, s.offset, s.seq, memory_id, at) for s, memory_id in rows],
+        )
+
+    async def save_offsets(self, consumer: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        at = now_ms()
+        await self.executemany(
+            'INSERT INTO consumer_offsets (consumer, topic, partition, "offset", updated_at) '
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer, topic, partition) DO UPDATE SET "
+            '"offset" = excluded."offset", updated_at = excluded.updated_at',
+            [(consumer, t, p, o, at) for (t, p), o in offsets.items()],
+        )
+
+    async def add_outbox(self, rows: Iterable[tuple[str, bytes | None, bytes, str]]) -> int:
+        """Queue records to produce: ``(topic, key, value, idempotency_key)``."""
+        at = now_ms()
+        values = [(topic, key, value, idem, at) for topic, key, value, idem in rows]
+        await self.executemany(
+            "INSERT INTO outbox (topic, key, value, idempotency_key, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            values,
+        )
+        self.outbox_added += len(values)
+        return len(values)
+
+    async def defer(self, rows: Iterable[tuple[str, Source, bytes]]) -> None:
+        """Store items for later: ``(agent, source, encoded work)``."""
+        at = now_ms()
+        await self.executemany(
+            'INSERT OR IGNORE INTO deferred (agent, topic, partition, "offset", seq, work, '
+            "deferred_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(a, s.topic, s.partition, s.offset, s.seq, w, at) for a, s, w in rows],
+        )
+
+    async def undefer(self, ids: Sequence[int]) -> None:
+        await self.executemany("DELETE FROM deferred WHERE id = ?", [(i,) for i in ids])
+
+    async def reject(self, rows: Iterable[tuple[Source, str, str, bytes | None]]) -> None:
+        """Record items that cannot become memories: ``(source, stage, reason, value)``."""
+        at = now_ms()
+        await self.executemany(
+            'INSERT OR IGNORE INTO rejected (topic, partition, "offset", seq, stage, reason, '
+            "value, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(s.topic, s.partition, s.offset, s.seq, st, r, v, at) for s, st, r, v in rows],
+        )
+
+    async def save_processor(
+        self,
+        consumer: str,
+        states: Mapping[str, bytes],
+        forgotten: Iterable[str],
+        positions: Mapping[tuple[str, int], int],
+    ) -> None:
+        """The stream processor's changed baselines and counted positions."""
+        await self.executemany(
+            "INSERT OR REPLACE INTO processor_state (consumer, key, state) VALUES (?, ?, ?)",
+            [(consumer, key, state) for key, state in states.items()],
+        )
+        await self.executemany(
+            "DELETE FROM processor_state WHERE consumer = ? AND key = ?",
+            [(consumer, key) for key in forgotten],
+        )
+        await self.executemany(
+            'INSERT OR REPLACE INTO processor_positions (consumer, topic, partition, "offset") '
+            "VALUES (?, ?, ?, ?)",
+            [(consumer, t, p, o) for (t, p), o in positions.items()],
+        )
+
+    async def save_aggregates(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Upsert windows: ``(organization_id, user_id, event_type, window_start, window_ms,
+        count, importance_sum, rate_per_s)``."""
+        await self.executemany(
+            "INSERT OR REPLACE INTO aggregates (organization_id, user_id, event_type, "
+            "window_start, window_ms, count, importance_sum, rate_per_s) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+class MemoryStore:
+    """The memory database. ``open`` creates it when missing."""
+
+    def __init__(self, path: Path, *, durability: Literal["process", "power"] = "process") -> None:
+        self.path = path
+        self.durability = durability
+        self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._tx_lock = asyncio.Lock()
+        self.outbox_count = 0
+        """Rows waiting in the outbox (kept up to date by the pipeline)."""
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await self._connect()
+        for statement in STATEMENTS:
+            await self._db.execute(statement)
+        await self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        rows = await self._db.execute_fetchall(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        )
+        version = int(next(iter(rows))[0])
+        if version != SCHEMA_VERSION:
+            await self.close()
+            raise RuntimeError(
+                f"{self.path} has memory schema version {version}; this version of the "
+                f"pipeline uses {SCHEMA_VERSION}. Use a matching release or a new data directory."
+            )
+        self._reader = await self._connect()
+        rows = await self._db.execute_fetchall("SELECT count(*) FROM outbox")
+        self.outbox_count = int(next(iter(rows))[0])
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in pragmas(self.durability):
+            await db.execute(pragma)
+        return db
+
+    async def close(self) -> None:
+        for db in (self._reader, self._db):
+            if db is not None:
+                await db.close()
+        self._db = self._reader = None
+
+    def _writer(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError(f"the memory store {self.path} is not open; call open() first")
+        return self._db
+
+    def _read(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError(f"the memory store {self.path} is not open; call open() first")
+        return self._reader
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        db = self._writer()
+        async with self._tx_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            tx = Transaction(db)
+            try:
+                yield tx
+            except BaseException:
+                # The connection may already have ended the transaction (a failed COMMIT).
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+            self.outbox_count += tx.outbox_added
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(await self._read().execute_fetchall(sql, params))
+
+    # -- query functions (tenancy required) -----------------------------------------------------
+
+    async def get(
+        self, *, organization_id: str, user_id: str, memory_id: str, touch: bool = False
+    ) -> Memory | None:
+        """One memory of this user; ``touch`` counts the access (``access_count``)."""
+        if touch:
+            async with self.transaction() as tx:
+                await tx.execute(
+                    "UPDATE memories SET access_count = access_count + 1 "
+                    "WHERE id = ? AND organization_id = ? AND user_id = ?",
+                    (memory_id, organization_id, user_id),
+                )
+                return await tx.memory(
+                    organization_id=organization_id, user_id=user_id, memory_id=memory_id
+                )
+        rows = await self._fetch(
+            _SELECT + " WHERE id = ? AND organization_id = ? AND user_id = ?",
+            (memory_id, organization_id, user_id),
+        )
+        return memory_from_row(rows[0]) if rows else None
+
+    async def list_memories(
+        self,
+        *,
+        organization_id: str,
+        user_id: str,
+        memory_type: MemoryType | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Memory]:
+        """This user's memories, most recently updated first."""
+        sql = _SELECT + " WHERE organization_id = ? AND user_id = ?"
+        params: list[Any] = [organization_id, user_id]
+        for column, value in (
+            ("memory_type", memory_type),
+            ("agent_id", agent_id),
+            ("session_id", session_id),
+        ):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        sql += " ORDER BY updated_at DESC, rowid DESC LIMIT ?"
+        params.append(limit)
+        return [memory_from_row(r) for r in await self._fetch(sql, params)]
+
+    async def count(
+        self, *, organization_id: str, user_id: str, memory_type: MemoryType | None = None
+    ) -> int:
+        sql = "SELECT count(*) FROM memories WHERE organization_id = ? AND user_id = ?"
+        params: list[Any] = [organization_id, user_id]
+        if memory_type is not None:
+            sql += " AND memory_type = ?"
+            params.append(memory_type)
+        return int((await self._fetch(sql, params))[0][0])
+
+    async def history(
+        self, *, organization_id: str, user_id: str, memory_id: str
+    ) -> list[MemoryVersion]:
+        """Every version of one memory of this user, oldest first."""
+        rows = await self._fetch(
+            "SELECT memory_id, version, op, content, importance, metadata, changed_at, "
+            "source_topic, source_partition, source_offset FROM memory_history "
+            "WHERE organization_id = ? AND user_id = ? AND memory_id = ? ORDER BY id",
+            (organization_id, user_id, memory_id),
+        )
+        return [
+            MemoryVersion(
+                memory_id=r[0],
+                version=r[1],
+                op=r[2],
+                content=r[3],
+                importance=r[4],
+                metadata=_metadata_decoder.decode(r[5]),
+                changed_at=r[6],
+                source=Source(r[7], r[8], r[9]) if r[7] is not None else None,
+            )
+            for r in rows
+        ]
+
+    async def keyword_search(
+        self, *, organization_id: str, user_id: str, text: str, limit: int = 20
+    ) -> list[Memory]:
+        """This user's memories containing every word of ``text``, best match first."""
+        words = _SEARCH_WORDS.findall(text)
+        if not words:
+            return []
+        query = " ".join('"' + w.replace('"', "") + '"' for w in words)
+        columns = ", ".join(f"m.{c.strip()}" for c in MEMORY_COLUMNS.split(","))
+        rows = await self._fetch(
+            f"SELECT {columns} FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
+            "WHERE memories_fts MATCH ? AND m.organization_id = ? AND m.user_id = ? "
+            "ORDER BY bm25(memories_fts) LIMIT ?",
+            (query, organization_id, user_id, limit),
+        )
+        return [memory_from_row(r) for r in rows]
+
+    # -- pipeline state ---------------------------------------------------------------------------
+
+    async def offsets(self, consumer: str) -> dict[tuple[str, int], int]:
+        rows = await self._fetch(
+            'SELECT topic, partition, "offset" FROM consumer_offsets WHERE consumer = ?',
+            (consumer,),
+        )
+        return {(t, p): o for t, p, o in rows}
+
+    async def processor_state(
+        self, consumer: str
+    ) -> tuple[list[tuple[str, bytes]], dict[tuple[str, int], int]]:
+        states = await self._fetch(
+            "SELECT key, state FROM processor_state WHERE consumer = ?", (consumer,)
+        )
+        positions = await self._fetch(
+            'SELECT topic, partition, "offset" FROM processor_positions WHERE consumer = ?',
+            (consumer,),
+        )
+        return [(k, bytes(v)) for k, v in states], {(t, p): o for t, p, o in positions}
+
+    async def aggregates(
+        self, *, organization_id: str, user_id: str, since: int = 0
+    ) -> list[tuple[str, int, int, float, float]]:
+        """This user's windows from ``since``: ``(event_type, window_start, count,
+        importance_sum, rate_per_s)``, oldest first."""
+        rows = await self._fetch(
+            "SELECT event_type, window_start, count, importance_sum, rate_per_s FROM aggregates "
+            "WHERE organization_id = ? AND user_id = ? AND window_start >= ? "
+            "ORDER BY window_start, event_type",
+            (organization_id, user_id, since),
+        )
+        return [tuple(r) for r in rows]
+
+    async def fetch_deferred(
+        self, agent: str, after_id: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        rows = await self._fetch(
+            "SELECT id, work FROM deferred WHERE agent = ? AND id > ? ORDER BY id LIMIT ?",
+            (agent, after_id, limit),
+        )
+        return [(int(i), bytes(w)) for i, w in rows]
+
+    async def deferred_counts(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT agent, count(*) FROM deferred GROUP BY agent")
+        return {a: int(n) for a, n in rows}
+
+    async def outbox_batch(self, limit: int) -> list[tuple[int, str, bytes | None, bytes, str]]:
+        rows = await self._fetch(
+            "SELECT id, topic, key, value, idempotency_key FROM outbox ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [(int(i), t, k, bytes(v), ik) for i, t, k, v, ik in rows]
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Read-only SQL for pipeline state and operations (not for tenant data)."""
+        return await self._fetch(sql, params)
+
+
+_SEARCH_WORDS = re.compile(r"[^\W_]+", re.UNICODE)

@@ -1,0 +1,173 @@
+"""Memory updates and audit records: their envelopes, and producing them from the outbox.
+
+Every change to a memory is written, in the transaction that makes the change, as a row
+of the ``outbox`` table: a ``memory_update`` envelope for ``memory-updates``, keyed by the
+user id so that one user's updates stay in order on one partition. ``OutboxPublisher``
+produces the rows in id order and deletes them once the log has them.
+
+A crash between producing and deleting sends rows again on restart. Each row carries an
+idempotency key derived from the change (``<memory_id>:<version>:<op>``, also the
+envelope id), so the log does not write it twice within its dedup window
+(``dedup_window_s``, default 10 minutes); a consumer can rely on the envelope id as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import structlog
+
+from agents.store.sqlite import Change, MemoryStore, now_ms
+from gateway.schemas.envelope import ENVELOPES
+from gateway.schemas.payloads import LogEntry, MemoryUpdate, RecordSource
+from gateway.streamlog.interface import NewRecord, StreamLog
+
+logger = structlog.get_logger(__name__)
+_encoder = msgspec.json.Encoder()
+_MemoryUpdateEvent = ENVELOPES["memory_update"]
+_LogEntryEvent = ENVELOPES["log_entry"]
+
+OutboxRow = tuple[str, bytes | None, bytes, str]
+"""``(topic, key, value, idempotency_key)``."""
+
+
+def update_id(change: Change) -> str:
+    """The change's identity: envelope id and idempotency key of its memory update."""
+    return f"{change.memory.id}:{change.memory.version}:{change.op}"
+
+
+def memory_update(change: Change, at: int) -> MemoryUpdate:
+    m = change.memory
+    source = m.source
+    return MemoryUpdate(
+        op=change.op,
+        memory_id=m.id,
+        memory_type=m.memory_type,
+        organization_id=m.organization_id,
+        user_id=m.user_id,
+        agent_id=m.agent_id,
+        importance=m.importance,
+        content=m.content,
+        version=m.version,
+        source=RecordSource(source.topic, source.partition, source.offset) if source else None,
+        timestamp=at,
+    )
+
+
+def memory_update_row(change: Change, topic: str, at: int | None = None) -> OutboxRow:
+    """The outbox row of a memory change: a ``memory_update`` envelope keyed by user."""
+    at = now_ms() if at is None else at
+    key = update_id(change)
+    envelope = _MemoryUpdateEvent(
+        id=key,
+        organization_id=change.memory.organization_id,
+        user_id=change.memory.user_id,
+        timestamp=at,
+        payload=memory_update(change, at),
+    )
+    return topic, change.memory.user_id.encode(), _encoder.encode(envelope), key
+
+
+def log_entry_row(
+    topic: str,
+    *,
+    event_id: str,
+    organization_id: str,
+    user_id: str,
+    timestamp: int,
+    level: str,
+    message: str,
+    metadata: dict[str, Any],
+    importance: float,
+) -> OutboxRow:
+    """The outbox row of a ``log_entry`` envelope (anomalies go to ``audit-logs``)."""
+    envelope = _LogEntryEvent(
+        id=event_id,
+        organization_id=organization_id,
+        user_id=user_id,
+        timestamp=timestamp,
+        payload=LogEntry(
+            level=level,  # type: ignore[arg-type]
+            message=message,
+            metadata=metadata,
+            importance=importance,
+        ),
+    )
+    return topic, user_id.encode(), _encoder.encode(envelope), event_id
+
+
+class OutboxPublisher:
+    """Produces outbox rows to the log, oldest first, then deletes them.
+
+    The outbox is bounded by the dispatcher: it takes no new batch while
+    ``store.outbox_count`` is at ``outbox_high_water``.
+    """
+
+    def __init__(
+        self,
+        log: StreamLog,
+        store: MemoryStore,
+        *,
+        batch: int = 500,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.store = store
+        self.batch = batch
+        self.on_progress = on_progress
+        self.produced = 0
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish forever; a failing log is retried with backoff (nothing is skipped)."""
+        delay = 0.05
+        while True:
+            # Cleared before reading, so a wake-up during the read is not lost.
+            self._wake.clear()
+            try:
+                sent = await self.publish_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("outbox_publish_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.05
+            if sent == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def publish_once(self) -> int:
+        """Produce up to ``batch`` rows; returns how many."""
+        rows = await self.store.outbox_batch(self.batch)
+        if not rows:
+            self.store.outbox_count = 0
+            return 0
+        # Consecutive rows of one topic go in one atomic produce, in outbox order.
+        for topic, group in itertools.groupby(rows, key=lambda row: row[1]):
+            records = [
+                NewRecord(value=value, key=key, idempotency_key=idem)
+                for _, _, key, value, idem in group
+            ]
+            await self.log.produce_batch(topic, records)
+        async with self.store.transaction() as tx:
+            await tx.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
+        self.store.outbox_count = max(0, self.store.outbox_count - len(rows))
+        self.produced += len(rows)
+        if self.on_progress is not None:
+            self.on_progress()
+        return len(rows)
+
+    async def flush(self) -> None:
+        """Publish until the outbox is empty (used when stopping)."""
+        while await self.publish_once():
+            pass
