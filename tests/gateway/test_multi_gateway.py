@@ -10,6 +10,8 @@ subscriber once, in offset order per partition.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -84,3 +86,50 @@ async def test_publish_on_one_gateway_deliver_on_another_and_fail_over(
                 stored[record.value.split(b'"id":"', 1)[1].split(b'"', 1)[0].decode()] += 1
     redis.stop()
     assert stored == Counter(f"mg-{i}" for i in range(TOTAL)), "each event written once"
+
+
+async def test_event_on_one_gateway_memory_update_on_another_via_a_separate_worker(
+    tmp_path: Path, make_token: Callable[..., str]
+) -> None:
+    """Gateway A takes the event, a standalone pipeline worker makes the memory, gateway B
+    delivers the memory update: three processes sharing one Redis."""
+    redis = RedisServer(tmp_path / "redis", "--appendonly", "yes").start()
+    env = {"AGENTMEM_STREAM_BACKEND": "redis", "AGENTMEM_REDIS_URL": redis.url}
+    gateway_a = GatewayProcess(tmp_path / "a", env)
+    gateway_b = GatewayProcess(tmp_path / "b", env)
+    await asyncio.gather(asyncio.to_thread(gateway_a.start), asyncio.to_thread(gateway_b.start))
+    # A fresh Redis: the worker starts from the beginning and cannot miss the event.
+    worker_env = {**gateway_a.env, "AGENTMEM_DATA_DIR": str(tmp_path / "worker")}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "agents"],
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "worker.log", "wb"),  # noqa: SIM115
+    )
+    token = make_token("mw", "o1")
+    try:
+        async with (
+            Client(ws(gateway_b), token=token) as reader,
+            Client(ws(gateway_a), token=token) as writer,
+        ):
+            chain = [{"smartmodule": "memory-filter", "params": {"user_id": "mw"}}]
+            updates = await reader.subscribe("memory-updates", from_="end", filters=chain)
+            ack = await writer.publish(
+                "user-events",
+                {
+                    "type": "user_interaction",
+                    "payload": {"action": "renewed plan", "importance": 0.9},
+                },
+                key="mw",
+            )
+            update = await asyncio.wait_for(anext(aiter(updates)), 20)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=15)
+        gateway_a.stop()
+        gateway_b.stop()
+        redis.stop()
+    payload = update.data["payload"]
+    assert payload["content"] == "renewed plan" and payload["user_id"] == "mw"
+    assert payload["source"]["partition"] == ack.partition
+    assert payload["source"]["offset"] == ack.offset
