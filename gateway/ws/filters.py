@@ -88,7 +88,10 @@ class FilterChains:
             except SmartModuleError as error:
                 error.details = (ErrorDetail(path=f"$.filters[{index}]", problem=error.message),)
                 raise
-            entries.append({"smartmodule": entry.smartmodule, "params": entry.params})
+            item: dict[str, Any] = {"smartmodule": entry.smartmodule, "params": entry.params}
+            if entry.aggregate_initial is not None:
+                item["aggregate_initial"] = entry.aggregate_initial
+            entries.append(item)
         spec = self.registry.spec(entries)
         if spec.shareable:
             chain = self._shared.get(spec.key)

@@ -62,6 +62,8 @@ class BatchItem(Struct, kw_only=True):
 class Filter(Struct, kw_only=True):
     smartmodule: Annotated[str, Meta(min_length=1, max_length=128)]
     params: dict[str, Any] = msgspec.field(default_factory=dict)
+    aggregate_initial: Annotated[str, Meta(max_length=65_536)] | None = None
+    """Initial accumulator of an aggregate module (its state starts there)."""
 
 
 class Subscribe(Struct, tag="subscribe", tag_field="op", kw_only=True):

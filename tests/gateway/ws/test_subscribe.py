@@ -395,7 +395,9 @@ async def test_filtered_subscription_replays_from_the_log(connect: Connect) -> N
     assert [g["offset"] for g in got] == [acks[0]["offset"], acks[2]["offset"]]
 
 
-def test_registry_is_listed_over_http(ws_gateway: GatewayProcess, make_token: Callable[..., str]) -> None:
+def test_registry_is_listed_over_http(
+    ws_gateway: GatewayProcess, make_token: Callable[..., str]
+) -> None:
     response = httpx.get(
         ws_gateway.url + "/api/v1/smartmodules",
         headers={"authorization": f"Bearer {make_token()}"},
@@ -406,3 +408,32 @@ def test_registry_is_listed_over_http(ws_gateway: GatewayProcess, make_token: Ca
     assert modules["event-filter"]["kind"] == "filter"
     assert any(p["name"] == "min_importance" for p in modules["event-filter"]["params"])
     assert httpx.get(ws_gateway.url + "/api/v1/smartmodules").status_code == 401
+
+
+async def test_aggregate_filter_keeps_its_own_state_per_subscription(connect: Connect) -> None:
+    """An aggregate is stateful: each subscription has its own instance and initial state."""
+    client = await connect(user="agg", org="acme")
+    initial = '{"event_count":10,"total_importance":0,"last_event":null}'
+    for sub, filters in (
+        ("fresh", [{"smartmodule": "event-aggregate"}]),
+        ("seeded", [{"smartmodule": "event-aggregate", "aggregate_initial": initial}]),
+    ):
+        await client.send(
+            {"op": "subscribe", "id": sub, "sub": sub, "topic": "user-events", "filters": filters}
+        )
+        await client.expect("subscribed", id=sub)
+    for i in range(3):
+        await client.send(
+            {
+                "op": "publish",
+                "id": i,
+                "topic": "user-events",
+                "key": "agg",
+                "event": event(f"x{i}"),
+            }
+        )
+        await client.expect("ack", id=i)
+    fresh = [await client.expect("event", sub="fresh") for _ in range(3)]
+    seeded = [await client.expect("event", sub="seeded") for _ in range(3)]
+    assert [f["data"]["event_count"] for f in fresh] == [1, 2, 3]
+    assert [f["data"]["event_count"] for f in seeded] == [11, 12, 13]
