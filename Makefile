@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml clients/python/pyproject.
 # System packages the tests need, installed with apt when missing (as root).
 APT_PACKAGES := rustc libstd-rust-dev-wasm32 redis-server
 
-.PHONY: run test install system-deps lint typecheck pytest smartmodules-check js-test bench-log clean
+.PHONY: run test install system-deps lint typecheck pytest smartmodules-check js-test loadtest bench-log clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e clients/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,loadtest]' -e clients/python
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -53,6 +53,16 @@ js-test: install
 	cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 test: install system-deps lint typecheck smartmodules-check pytest js-test
+
+LOADTEST_HOST ?= http://127.0.0.1:8080
+LOADTEST_SHAPE ?= steady
+LOADTEST_USERS ?= 20
+LOADTEST_DURATION ?= 60s
+
+# Locust against a running gateway (make run); reports in loadtest/results/.
+loadtest: install
+	$(BIN)/python -m loadtest.locust.run --host $(LOADTEST_HOST) --shape $(LOADTEST_SHAPE) \
+	  --users $(LOADTEST_USERS) --duration $(LOADTEST_DURATION)
 
 bench-log: install
 	$(BIN)/python -m loadtest.bench.log_produce
