@@ -130,24 +130,15 @@ class Session:
         self.outbox.close()
         if self.websocket.application_state != WebSocketState.CONNECTED:
             return
-        # A client that stopped reading also stops the close frame: give it a grace period,
-        # then drop the TCP connection so its buffers are released.
+        # A client that stopped reading also stops the close frame. After a grace period the
+        # session ends anyway: the server then closes the transport, whose buffer is bounded.
         grace = max(1.0, self.hub.settings.ws_slow_consumer_s)
         try:
             await asyncio.wait_for(self.websocket.close(code, reason[:120]), grace)
         except TimeoutError:
             logger.info("close_timed_out", session=self.id, code=code)
-            self._abort()
         except Exception:
             pass
-
-    def _abort(self) -> None:
-        # The ASGI send callable of uvicorn's WebSocket protocols is a bound method of the
-        # protocol object, which owns the transport; ASGI itself has no way to abort.
-        protocol = getattr(getattr(self.websocket, "_send", None), "__self__", None)
-        transport = getattr(protocol, "transport", None)
-        if transport is not None:
-            transport.abort()
 
     async def drain(self, timeout: float) -> None:
         """Answer every publish in flight, send what is queued, close with going_away."""

@@ -94,6 +94,7 @@ def start_server(data_dir: Path, durability: str) -> tuple[subprocess.Popen[byte
         "AGENTMEM_JWT_SECRET": SECRET,
         "AGENTMEM_DURABILITY": durability,
         "AGENTMEM_LOG_LEVEL": "warning",
+        "AGENTMEM_MEMORY_PIPELINE": "off",
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--port", str(port)],

@@ -64,6 +64,8 @@ def start_gateway(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
         "AGENTMEM_LOG_LEVEL": "warning",
         "AGENTMEM_WS_PUBLISH_RATE": "10000000",
         "AGENTMEM_WS_MAX_CONNECTIONS_PER_USER": "100000",
+        # The gateway alone: the memory pipeline has its own benchmark.
+        "AGENTMEM_MEMORY_PIPELINE": os.environ.get("AGENTMEM_MEMORY_PIPELINE", "off"),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
