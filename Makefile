@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install whenever pyproject.toml changes.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml clients/python/pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 # System packages the tests need, installed with apt when missing (as root).
-APT_PACKAGES := rustc libstd-rust-dev-wasm32 redis-server
+APT_PACKAGES := rustc libstd-rust-dev-wasm32 redis-server chromium
 
 .PHONY: run test install system-deps lint typecheck pytest smartmodules-check js-test loadtest bench-log clean
 
