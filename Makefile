@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml clients/python/pyproject.
 # System packages the tests need, installed with apt when missing (as root).
 APT_PACKAGES := rustc libstd-rust-dev-wasm32 redis-server chromium
 
-.PHONY: run test install system-deps lint typecheck pytest smartmodules-check js-test loadtest bench-log clean
+.PHONY: run test install system-deps lint typecheck pytest smartmodules-check js-test loadtest bench clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,8 +64,9 @@ loadtest: install
 	$(BIN)/python -m loadtest.locust.run --host $(LOADTEST_HOST) --shape $(LOADTEST_SHAPE) \
 	  --users $(LOADTEST_USERS) --duration $(LOADTEST_DURATION)
 
-bench-log: install
-	$(BIN)/python -m loadtest.bench.log_produce
+# Every benchmark in turn; tables on stdout, JSON in loadtest/results/bench-<time>/.
+bench: install
+	$(BIN)/python -m loadtest.bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

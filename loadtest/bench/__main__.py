@@ -1,0 +1,55 @@
+"""The whole benchmark suite: ``python -m loadtest.bench [--quick] [--out-dir DIR]``.
+
+Runs every benchmark of this package in turn, each starting the servers it measures (the
+gateway and, as its ceiling, the bare Starlette ack server or raw SQLite), printing its
+table and writing its JSON into ``--out-dir``. ``--quick`` shortens each run (for a smoke
+check; the figures in docs/benchmarks.md come from full runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SUITE: list[tuple[str, list[str], list[str]]] = [
+    # (module, full-run arguments, quick-run arguments)
+    ("log_produce", [], ["--records", "10000", "--http-requests", "2000"]),
+    ("ws_gateway", ["--duration", "4"], ["--duration", "1"]),
+    ("idle_connections", ["--counts", "1000,10000"], ["--counts", "500"]),
+    ("smartmodule_throughput", ["--seconds", "2"], ["--seconds", "0.5"]),
+    ("fanout_chains", [], ["--subscriptions", "1000", "--records", "2000"]),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check")
+    parser.add_argument(
+        "--out-dir", default=f"loadtest/results/bench-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    parser.add_argument("--only", action="append", help="run only these benchmarks (repeatable)")
+    args = parser.parse_args()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for name, full, quick in SUITE:
+        if args.only and name not in args.only:
+            continue
+        if not Path(__file__).with_name(f"{name}.py").exists():
+            continue
+        command = [sys.executable, "-m", f"loadtest.bench.{name}", *(quick if args.quick else full)]
+        command += ["--out", str(out / f"{name}.json")]
+        print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
+        if subprocess.run(command).returncode != 0:
+            failed.append(name)
+    print(f"\nresults in {out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
