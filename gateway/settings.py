@@ -52,6 +52,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dedup_window_s: float = 600.0
     smartmodule_dir: Path | None = None
     smartmodule_memory_bytes: int = 67_108_864
+    ws_implementation: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
     ws_max_frame_bytes: int = 1_048_576
     ws_publish_rate: int = 20_000
     ws_max_in_flight: int = 1_000
@@ -325,6 +326,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "smartmodule_memory_bytes",
         _int_range(1 << 20, 1 << 32),
         "Memory cap of each SmartModule instance; a module exceeding it fails that call.",
+    ),
+    SettingSpec(
+        "ws_implementation",
+        _choice("websockets-sansio", "websockets", "wsproto"),
+        "uvicorn's WebSocket protocol implementation (see docs/benchmarks.md).",
     ),
     SettingSpec(
         "ws_max_frame_bytes",

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         lifespan="on",
+        ws=settings.ws_implementation,
         ws_max_size=settings.ws_max_frame_bytes,
         # The gateway sends its own heartbeats (application pings it can see and measure).
         ws_ping_interval=None,
