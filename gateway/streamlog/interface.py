@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 
@@ -199,6 +199,22 @@ class StreamLog(abc.ABC):
         max_batch: int = 500,
     ) -> Tail:
         """Follow ``partitions`` (all when ``None``) of ``topic`` from ``start``."""
+
+    runs_smartmodules: bool = False
+    """Whether ``tail_through`` runs SmartModule chains where the records are (a cluster)."""
+
+    def tail_through(
+        self,
+        topic: str,
+        smartmodules: Sequence[Mapping[str, Any]],
+        start: StartPosition = "end",
+        *,
+        max_batch: int = 500,
+    ) -> Tail:
+        """Follow every partition of ``topic`` through a chain run by the log itself
+        (``[{"smartmodule": NAME, "params": {...}}, ...]``); only when
+        ``runs_smartmodules``."""
+        raise NotImplementedError(f"{type(self).__name__} does not run SmartModules itself")
 
     # -- consumer offsets -----------------------------------------------------------------
 

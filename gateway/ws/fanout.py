@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -185,9 +185,20 @@ class Subscription:
 class TopicFeed:
     """The one tail of a topic in this process, and the subscriptions it feeds."""
 
-    def __init__(self, log: StreamLog, topic: str, on_empty: Callable[[TopicFeed], None]) -> None:
+    def __init__(
+        self,
+        log: StreamLog,
+        topic: str,
+        on_empty: Callable[[TopicFeed], None],
+        *,
+        key: str | None = None,
+        through: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
         self.log = log
         self.topic = topic
+        self.key = key or topic
+        self.through = through
+        """A chain the log runs for this feed: what arrives is already its output."""
         self.positions: dict[int, int] = {}
         """Everything before these offsets has been dispatched."""
         self._on_empty = on_empty
@@ -201,7 +212,12 @@ class TopicFeed:
     async def start(self) -> None:
         """Start the tail at the end (idempotent; concurrent callers wait for the first)."""
         if self._tail is None:
-            self._tail = self.log.tail(self.topic, start="end", max_batch=1_000)
+            if self.through is None:
+                self._tail = self.log.tail(self.topic, start="end", max_batch=1_000)
+            else:
+                self._tail = self.log.tail_through(
+                    self.topic, self.through, start="end", max_batch=1_000
+                )
             try:
                 self.positions = await self._tail.start()  # type: ignore[attr-defined]
             except BaseException as exc:
@@ -256,8 +272,9 @@ class TopicFeed:
         owners: dict[tuple[int, int], Owner] | None = None
         seen: dict[int, int] = {}
         shared: dict[str, tuple[list[tuple[EventFrame, Owner]], list[SmartModuleError]]] = {}
+        through_log = self.through is not None
         for subscription in list(self._attached):
-            chain = subscription.chain
+            chain = None if through_log else subscription.chain
             if chain is None:
                 if plain is None:
                     plain = [(EventFrame(r), record_owner(r.value)) for r in batch]

@@ -30,9 +30,13 @@ MAX_LINKS = 8
 class FilterChain:
     """A chain as a subscription uses it."""
 
-    def __init__(self, instance: ChainInstance, shared: bool) -> None:
+    def __init__(
+        self, instance: ChainInstance, shared: bool, entries: Sequence[dict[str, Any]] = ()
+    ) -> None:
         self.instance = instance
         self.shared = shared
+        self.entries = list(entries)
+        """The filters as given, for a log that runs the chain itself."""
         self.key = instance.spec.key
         self.name = instance.name
 
@@ -96,9 +100,11 @@ class FilterChains:
         if spec.shareable:
             chain = self._shared.get(spec.key)
             if chain is None:
-                chain = self._shared[spec.key] = FilterChain(self.registry.chain(entries), True)
+                chain = self._shared[spec.key] = FilterChain(
+                    self.registry.chain(entries), True, entries
+                )
             return chain
-        return FilterChain(self.registry.chain(entries), False)
+        return FilterChain(self.registry.chain(entries), False, entries)
 
 
 def chain_error(error: SmartModuleError) -> GatewayError:

@@ -21,7 +21,7 @@ from gateway.streamlog.interface import StreamLog
 from gateway.ws import frames as f
 from gateway.ws.codes import CloseCode
 from gateway.ws.fanout import TopicFeed
-from gateway.ws.filters import FilterChains
+from gateway.ws.filters import FilterChain, FilterChains
 from gateway.ws.session import Session
 
 logger = structlog.get_logger(__name__)
@@ -105,16 +105,26 @@ class Hub:
 
     # -- feeds -----------------------------------------------------------------------------------
 
-    async def feed(self, topic: str) -> TopicFeed:
-        feed = self._feeds.get(topic)
+    async def feed(self, topic: str, chain: FilterChain | None = None) -> TopicFeed:
+        """The feed for ``topic``; with a log that runs SmartModules itself, a shared chain
+        gets a feed of its own whose tail runs the chain there (the gateway then only
+        applies tenancy to what arrives)."""
+        through = (
+            chain if chain is not None and chain.shared and self.log.runs_smartmodules else None
+        )
+        key = topic if through is None else f"{topic}\x00{through.key}"
+        feed = self._feeds.get(key)
         if feed is None:
-            feed = self._feeds[topic] = TopicFeed(self.log, topic, self._feed_empty)
+            feed = self._feeds[key] = TopicFeed(
+                self.log, topic, self._feed_empty, key=key,
+                through=None if through is None else through.entries,
+            )  # fmt: skip
         await feed.start()
         return feed
 
     def _feed_empty(self, feed: TopicFeed) -> None:
-        if self._feeds.get(feed.topic) is feed:
-            del self._feeds[feed.topic]
+        if self._feeds.get(feed.key) is feed:
+            del self._feeds[feed.key]
             asyncio.get_running_loop().create_task(feed.stop())
 
     def queued_frames(self) -> int:

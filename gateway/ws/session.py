@@ -466,7 +466,7 @@ class Session:
                 requested[int(name)] = offset
         else:
             requested = frame.from_
-        feed = await self.hub.feed(frame.topic)
+        feed = await self.hub.feed(frame.topic, chain)
         positions = dict(feed.positions)
         if requested != "end":
             description = await self.hub.log.describe_topic(frame.topic)

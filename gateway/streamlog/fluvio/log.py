@@ -33,6 +33,7 @@ from gateway.streamlog.fluvio.specs import (
     build_topic_spec,
     connection_config,
     consumer_config,
+    invocations_from_filters,
     producer_config,
 )
 from gateway.streamlog.interface import (
@@ -72,6 +73,8 @@ _offset_decoder = msgspec.json.Decoder(_Offset)
 
 
 class FluvioLog(StreamLog):
+    runs_smartmodules = True
+
     def __init__(
         self,
         endpoint: str | None,
@@ -302,6 +305,20 @@ class FluvioLog(StreamLog):
         for partition in chosen:
             check_partition(spec, partition)
         return FluvioTail(self, topic, chosen, start, max_batch, smartmodules)
+
+    def tail_through(
+        self,
+        topic: str,
+        smartmodules: Sequence[Mapping[str, Any]],
+        start: StartPosition = "end",
+        *,
+        max_batch: int = 500,
+    ) -> Tail:
+        """The chain runs in the cluster, by registered name (``smartmodule deploy``)."""
+        return self.tail(
+            topic, None, start, max_batch=max_batch,
+            smartmodules=invocations_from_filters(smartmodules),
+        )  # fmt: skip
 
     # -- consumer offsets (alongside, in a system topic) -------------------------------------------
 

@@ -181,3 +181,25 @@ async def test_consumer_offsets_resume(ctx: Context) -> None:
     await log.commit_offsets("worker", ctx.events, {3: 8})
     assert await log.fetch_offsets("worker", ctx.events) == {0: 1, 3: 8}
     assert await log.fetch_offsets("worker", ctx.single) == {0: 10}
+
+
+async def test_tail_through_a_chain_the_log_runs(ctx: Context) -> None:
+    """Backends that run SmartModules themselves (a Fluvio cluster) apply a subscription's
+    chain before delivery; the others refuse, and the gateway runs the chain itself."""
+    log = ctx.log
+    chain = [{"smartmodule": "event-filter", "params": {"min_importance": 0.5}}]
+    if not log.runs_smartmodules:
+        with pytest.raises(NotImplementedError):
+            log.tail_through(ctx.events, chain)
+        return
+    tail = log.tail_through(ctx.events, chain, start="end")
+    await tail.start()  # type: ignore[attr-defined]
+    values = [
+        b'{"type":"user_interaction","payload":{"action":"a","importance":%s}}' % level
+        for level in (b"0.9", b"0.1", b"0.7")
+    ]
+    for value in values:
+        await log.produce(ctx.events, b"k", value)
+    got = await collect(tail, 2)
+    await tail.aclose()
+    assert [r.value for r in got] == [values[0], values[2]]
