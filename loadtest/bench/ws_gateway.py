@@ -274,6 +274,20 @@ async def fan_out(port: int, subscribers: int, rate: int, duration: float) -> di
     }
 
 
+def side_by_side(scenario: str, result: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
+    """One table row: the gateway's figures beside the bare server's in the same run."""
+    return {
+        "scenario": scenario,
+        "gateway_events_per_s": result["events_per_s"],
+        "bare_events_per_s": ceiling["events_per_s"],
+        "share_of_bare": result["events_per_s"] / ceiling["events_per_s"],
+        "gateway_p50_ms": result["p50_ms"],
+        "gateway_p99_ms": result["p99_ms"],
+        "bare_p99_ms": ceiling["p99_ms"],
+        "generator_cpu": result["generator_cpu"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,45 +311,14 @@ def main() -> None:
                     closed_loop(gateway_port, token, connections, window, args.duration)
                 )
                 rows.append(
-                    {
-                        "scenario": f"publish, {connections} conn x window {window}",
-                        "gateway_events_per_s": result["events_per_s"],
-                        "bare_events_per_s": ceiling["events_per_s"],
-                        "share_of_bare": result["events_per_s"] / ceiling["events_per_s"],
-                        "gateway_p50_ms": result["p50_ms"],
-                        "gateway_p99_ms": result["p99_ms"],
-                        "bare_p99_ms": ceiling["p99_ms"],
-                        "generator_cpu": result["generator_cpu"],
-                    }
+                    side_by_side(f"publish, {connections} conn x window {window}", result, ceiling)
                 )
             ceiling = asyncio.run(closed_loop(bare_port, None, 10, 4, args.duration, batch=100))
             result = asyncio.run(closed_loop(gateway_port, token, 10, 4, args.duration, batch=100))
-            rows.append(
-                {
-                    "scenario": "publish_batch of 100, 10 conn x window 4",
-                    "gateway_events_per_s": result["events_per_s"],
-                    "bare_events_per_s": ceiling["events_per_s"],
-                    "share_of_bare": result["events_per_s"] / ceiling["events_per_s"],
-                    "gateway_p50_ms": result["p50_ms"],
-                    "gateway_p99_ms": result["p99_ms"],
-                    "bare_p99_ms": ceiling["p99_ms"],
-                    "generator_cpu": result["generator_cpu"],
-                }
-            )
+            rows.append(side_by_side("publish_batch of 100, 10 conn x window 4", result, ceiling))
             ceiling = asyncio.run(open_loop(bare_port, None, 50, 5_000, args.duration))
             result = asyncio.run(open_loop(gateway_port, token, 50, 5_000, args.duration))
-            rows.append(
-                {
-                    "scenario": "fixed 5,000 events/s, 50 conn",
-                    "gateway_events_per_s": result["events_per_s"],
-                    "bare_events_per_s": ceiling["events_per_s"],
-                    "share_of_bare": result["events_per_s"] / ceiling["events_per_s"],
-                    "gateway_p50_ms": result["p50_ms"],
-                    "gateway_p99_ms": result["p99_ms"],
-                    "bare_p99_ms": ceiling["p99_ms"],
-                    "generator_cpu": result["generator_cpu"],
-                }
-            )
+            rows.append(side_by_side("fixed 5,000 events/s, 50 conn", result, ceiling))
             if not args.skip_fanout:
                 for subscribers, rate in ((100, 400), (1_000, 40)):
                     fan_rows.append(
