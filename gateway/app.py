@@ -15,7 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 from gateway.errors import GatewayError
 from gateway.http.context import RequestContext
 from gateway.http.responses import JSON, error_response
-from gateway.http.routes import health, ingest, smartmodules, topics
+from gateway.http.routes import health, ingest, memories, smartmodules, topics
 from gateway.http.static import static_routes
 from gateway.services import Services
 from gateway.settings import Settings
@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/topics/{name}", topics.describe_topic, methods=["GET"]),
         Route("/api/v1/topics/{name}/records", topics.read_records, methods=["GET"]),
         Route("/api/v1/smartmodules", smartmodules.list_smartmodules, methods=["GET"]),
+        *memories.routes(),
         WebSocketRoute("/ws", websocket_endpoint),
         *static_routes(),
     ]

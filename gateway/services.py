@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agents import MemoryPipeline
 from gateway.auth.tokens import TokenAuthority
+from gateway.memory.service import MemoryService
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.smartmodules import SmartModuleEngine, SmartModuleRegistry
@@ -37,16 +38,19 @@ class Services:
             self.memory = MemoryPipeline.from_settings(
                 settings, self.log, registry=self.smartmodules
             )
+        self.memories = MemoryService(settings, self.memory, self.metrics)
 
     async def open(self) -> None:
         await self.log.open()
         if self.memory is not None:
             await self.memory.start()
+        await self.memories.open()
         self.hub.start()
 
     async def close(self) -> None:
         await self.hub.drain(self.settings.drain_timeout_s)
         await self.hub.stop()
+        await self.memories.close()
         # The pipeline's tails and outbox need the log: it stops first.
         if self.memory is not None:
             await self.memory.stop(self.settings.drain_timeout_s)

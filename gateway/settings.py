@@ -79,6 +79,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     memory_working_ttl_s: float = 3_600.0
     memory_window_s: float = 60.0
     memory_anomaly_z: float = 4.0
+    memory_vectors: Literal["qdrant", "exact", "off"] = "qdrant"
+    memory_qdrant_url: str | None = None
+    memory_qdrant_api_key: str | None = None
+    memory_embedder: Literal["hashed", "minilm"] = "hashed"
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
 
@@ -430,6 +434,25 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("memory_working_ttl_s", _positive_float, "Lifetime of working memory."),
     SettingSpec("memory_window_s", _positive_float, "Window of the per-user aggregates."),
     SettingSpec("memory_anomaly_z", _positive_float, "z-score at which a rate is an anomaly."),
+    SettingSpec(
+        "memory_vectors",
+        _choice("qdrant", "exact", "off"),
+        "Vector index of memory search: `qdrant` (local mode in `<data_dir>/qdrant`, or "
+        "AGENTMEM_MEMORY_QDRANT_URL), `exact` (in process; much faster than Qdrant's local "
+        "mode beyond ~10,000 memories, see docs/benchmarks.md) or `off` (keywords only).",
+    ),
+    SettingSpec(
+        "memory_qdrant_url",
+        _url("http", "https"),
+        "Qdrant server for memory vectors (unset: Qdrant's local mode).",
+    ),
+    SettingSpec("memory_qdrant_api_key", _secret, "API key of that Qdrant server.", secret=True),
+    SettingSpec(
+        "memory_embedder",
+        _choice("hashed", "minilm"),
+        "Memory embeddings: `hashed` (character n-grams, no model) or `minilm` "
+        "(all-MiniLM-L6-v2 loaded offline; extra `minilm`).",
+    ),
     SettingSpec("log_format", _choice("auto", "json", "console"), "`auto`: console on a TTY."),
     SettingSpec("log_level", _choice("debug", "info", "warning", "error"), "Lowest log level."),
 )

@@ -50,6 +50,9 @@ STATEMENTS = (
     "ON memories (organization_id, user_id, memory_type, subject) WHERE subject IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS memories_session "
     "ON memories (organization_id, user_id, session_id, memory_type) WHERE session_id IS NOT NULL",
+    # Listing through the memory API: newest first within a tenant.
+    "CREATE INDEX IF NOT EXISTS memories_created "
+    "ON memories (organization_id, user_id, created_at)",
     "CREATE INDEX IF NOT EXISTS memories_expiry ON memories (expires_at) "
     "WHERE expires_at IS NOT NULL",
     # Every version of every memory, append-only: nothing is lost when a memory is
@@ -78,6 +81,9 @@ STATEMENTS = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5("
     "content, content='memories', content_rowid='rowid', "
     "tokenize='unicode61 remove_diacritics 2')",
+    # Per-term document counts of the index (a view over it, stores nothing): search
+    # treats terms found in a large share of memories as stopwords.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts_vocab USING fts5vocab(memories_fts, 'row')",
     "CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN "
     "INSERT INTO memories_fts (rowid, content) VALUES (new.rowid, new.content); END",
     "CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN "

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -383,6 +383,8 @@ class MemoryStore:
         self._tx_lock = asyncio.Lock()
         self.outbox_count = 0
         """Rows waiting in the outbox (kept up to date by the pipeline)."""
+        self.on_transaction: Callable[[float], None] | None = None
+        """Called with each committed write transaction's duration in seconds (metrics)."""
 
     @property
     def is_open(self) -> bool:
@@ -438,6 +440,7 @@ class MemoryStore:
         """One write transaction: committed when the block ends, rolled back on error."""
         db = self._writer()
         async with self._tx_lock:
+            started = time.perf_counter()
             await db.execute("BEGIN IMMEDIATE")
             tx = Transaction(db)
             try:
@@ -449,6 +452,8 @@ class MemoryStore:
                 raise
             await db.execute("COMMIT")
             self.outbox_count += tx.outbox_added
+            if self.on_transaction is not None:
+                self.on_transaction(time.perf_counter() - started)
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(await self._read().execute_fetchall(sql, params))
@@ -606,7 +611,8 @@ class MemoryStore:
         return [(int(i), t, k, bytes(v), ik) for i, t, k, v, ik in rows]
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Read-only SQL for pipeline state and operations (not for tenant data)."""
+        """Read-only SQL for pipeline state and operations. Tenant data is read through
+        ``agents.store.filters``, whose queries always apply a ``MemoryFilter``."""
         return await self._fetch(sql, params)
 
 

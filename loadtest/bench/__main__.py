@@ -14,13 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-SUITE: list[tuple[str, list[str], list[str]]] = [
-    # (module, full-run arguments, quick-run arguments)
+SUITE: list[tuple[str, list[str], list[str] | None]] = [
+    # (module, full-run arguments, quick-run arguments; None: skipped in quick runs)
     ("log_produce", [], ["--records", "10000", "--http-requests", "2000"]),
     ("ws_gateway", ["--duration", "4"], ["--duration", "1"]),
     ("idle_connections", ["--counts", "1000,10000"], ["--counts", "500"]),
     ("smartmodule_throughput", ["--seconds", "2"], ["--seconds", "0.5"]),
     ("fanout_chains", [], ["--subscriptions", "1000", "--records", "2000"]),
+    ("memory_search", [], None),
 ]
 
 
@@ -42,7 +43,14 @@ def main() -> int:
             continue
         if not Path(__file__).with_name(f"{name}.py").exists():
             continue
-        command = [sys.executable, "-m", f"loadtest.bench.{name}", *(quick if args.quick else full)]
+        if args.quick and quick is None:
+            continue
+        command = [
+            sys.executable,
+            "-m",
+            f"loadtest.bench.{name}",
+            *((quick or []) if args.quick else full),
+        ]
         command += ["--out", str(out / f"{name}.json")]
         print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
         if subprocess.run(command).returncode != 0:

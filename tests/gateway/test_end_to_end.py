@@ -77,3 +77,11 @@ async def test_publish_becomes_a_memory_update_on_a_filtered_subscription(
         await client.expect("event", sub="mem", timeout=1.5)
     with pytest.raises(asyncio.TimeoutError):
         await outsider.expect("event", sub="mem", timeout=0.5)
+
+
+def test_ready_reports_the_memory_service(gateway_with_pipeline: GatewayProcess) -> None:
+    import httpx
+
+    body = httpx.get(gateway_with_pipeline.url + "/ready").json()
+    assert body["status"] == "ready" and body["log"] == "ok"
+    assert body["memory"], "the memory store and pipeline are part of readiness"

@@ -24,7 +24,12 @@ async def ready(request: Request) -> JSON:
         return JSON({"status": "unavailable", "log": error.message}, status_code=503)
     except Exception as exc:
         return JSON({"status": "unavailable", "log": str(exc)}, status_code=503)
-    return JSON({"status": "ready", "log": "ok"})
+    body: dict[str, object] = {"status": "ready", "log": "ok"}
+    ok, parts = services.memories.readiness()
+    body["memory"] = parts
+    if not ok:
+        return JSON({**body, "status": "unavailable"}, status_code=503)
+    return JSON(body)
 
 
 async def metrics(request: Request) -> Response:

@@ -1,0 +1,299 @@
+"""Memory service benchmarks: hybrid search latency, pipeline throughput, update latency.
+
+    python -m loadtest.bench.memory_search [--memories 100000] [--users 100]
+        [--queries 400] [--warmup 1000] [--qdrant-memories 10000] [--pipeline-events 30000]
+        [--rate 1000] [--rate-seconds 10] [--out loadtest/results/memory.json]
+
+1. **search**: ``MemoryService.search`` in process (no HTTP) over ``--memories``
+   synthetic memories of ``--users`` users of one organization, default (hashed)
+   embedder. Per-user queries (the common case) and organization-wide queries (an admin
+   token: the vector leg scans every memory). Exact vector index at the full size;
+   Qdrant local mode at ``--qdrant-memories`` (it walks every point in Python).
+2. **pipeline**: ``--pipeline-events`` chat messages written to the embedded log first,
+   then a ``MemoryPipeline`` started over them: memories/s from start until every record
+   is applied and every memory update is produced.
+3. **update latency**: with the pipeline caught up, chat messages produced at ``--rate``
+   per second; the time from the produce call to the matching ``memory_update`` read
+   from a tail of ``memory-updates``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.memory.base import content_hash
+from agents.runner import MemoryPipeline, memory_database_path
+from agents.store.filters import MemoryFilter
+from agents.store.sqlite import Change, Memory, MemoryStore, now_ms
+from gateway.memory.service import MemoryService
+from gateway.services import open_registry
+from gateway.settings import Settings
+from gateway.streamlog.embedded import EmbeddedLog
+from gateway.streamlog.interface import NewRecord
+from gateway.streamlog.topics import load_topics
+from loadtest.bench.report import machine, percentile, print_table, write_json
+
+ORG = "bench"
+
+
+def vocabulary(size: int, rng: random.Random) -> list[str]:
+    syllables = ["ka", "lo", "mi", "re", "su", "ta", "ve", "no", "pi", "dra", "sel", "mon",
+                 "tri", "gan", "fe", "lu", "bor", "cin", "dal", "er"]  # fmt: skip
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+def sentences(count: int, words: list[str], rng: random.Random) -> list[str]:
+    # Zipf-like word frequencies, 8 to 14 words per memory.
+    weights = [1 / (rank + 1) for rank in range(len(words))]
+    return [" ".join(rng.choices(words, weights, k=rng.randint(8, 14))) for _ in range(count)]
+
+
+async def populate(data_dir: Path, texts: list[str], users: int) -> None:
+    store = MemoryStore(memory_database_path(data_dir))
+    await store.open()
+    now = now_ms()
+    for start in range(0, len(texts), 5_000):
+        memories = [
+            Memory(
+                id=f"mem_{i:024x}",
+                organization_id=ORG,
+                user_id=f"u{i % users}",
+                memory_type="semantic" if i % 3 == 0 else "episodic",
+                content=text,
+                importance=(i % 10) / 10,
+                hash=content_hash(text),
+                # Spread over the last 90 days, so recency matters.
+                created_at=now - (i * 7919 % 90) * 86_400_000,
+                updated_at=now - (i * 7919 % 90) * 86_400_000,
+            )
+            for i, text in enumerate(texts[start : start + 5_000], start=start)
+        ]
+        async with store.transaction() as tx:
+            await tx.insert_memories(memories)
+            await tx.record_history([Change("created", m) for m in memories], now)
+    await store.close()
+
+
+async def search_run(
+    label: str, vectors: str, count: int, users: int, queries: int, warmup: int, seed: int
+) -> dict[str, Any]:
+    rng = random.Random(seed)
+    words = vocabulary(3_000, rng)
+    texts = sentences(count, words, rng)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        started = time.perf_counter()
+        await populate(data_dir, texts, users)
+        populate_s = time.perf_counter() - started
+        service = MemoryService(Settings(data_dir=data_dir, memory_pipeline="off"), vectors=vectors)
+        await service.open()
+        assert service.indexer is not None, service.vector_error
+        started = time.perf_counter()
+        await service.indexer.catch_up()
+        index_s = time.perf_counter() - started
+        results: dict[str, Any] = {
+            "label": label,
+            "backend": vectors,
+            "memories": count,
+            "users": users,
+            "insert_per_s": count / populate_s,
+            "index_per_s": count / index_s,
+        }
+
+        def query_for(i: int) -> str:
+            # Three words of an existing memory, as a user would half-remember it.
+            return " ".join(rng.sample(texts[i].split(), 3))
+
+        # Warm-up, not measured: the term statistics cache (document frequencies, kept
+        # 5 minutes) fills as queries come; measured queries then see a warm cache.
+        started = time.perf_counter()
+        for _ in range(warmup):
+            i = rng.randrange(count)
+            await service.search(
+                MemoryFilter.for_user(ORG, f"u{i % users}"), query_for(i), limit=10
+            )
+        results["warmup_queries"] = warmup
+        results["warmup_ms_per_query"] = (time.perf_counter() - started) * 1000 / max(1, warmup)
+        for scope in ("user", "organization"):
+            latencies = []
+            hits = 0
+            for _ in range(queries):
+                i = rng.randrange(count)
+                query = query_for(i)
+                flt = (
+                    MemoryFilter.for_user(ORG, f"u{i % users}")
+                    if scope == "user"
+                    else MemoryFilter.organization_wide(ORG)
+                )
+                t0 = time.perf_counter()
+                found = await service.search(flt, query, limit=10)
+                elapsed = time.perf_counter() - t0
+                latencies.append(elapsed * 1000)
+                hits += any(h.memory.id == f"mem_{i:024x}" for h in found)
+            results[f"{scope}_p50_ms"] = percentile(latencies, 50)
+            results[f"{scope}_p99_ms"] = percentile(latencies, 99)
+            results[f"{scope}_recall_at_10"] = hits / queries
+        await service.close()
+    return results
+
+
+def chat_record(i: int, users: int, rng: random.Random) -> NewRecord:
+    user = f"u{i % users}"
+    if i % 4 == 0:
+        content = f"I like {rng.choice(['green', 'black', 'oolong', 'mint'])} tea number {i}"
+    else:
+        content = f"Talked about the {rng.choice(['budget', 'trip', 'garden', 'book'])} item {i}"
+    event = {
+        "type": "chat_message",
+        "id": f"ev-{i}",
+        "organization_id": ORG,
+        "user_id": user,
+        "timestamp": now_ms(),
+        "payload": {"conversation_id": f"c{i % 50}", "role": "user", "content": content},
+    }
+    return NewRecord(value=json.dumps(event).encode(), key=user.encode())
+
+
+async def pipeline_run(events: int, rate: int, rate_seconds: float, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        settings = Settings(data_dir=data_dir, memory_pipeline="serve")
+        log = EmbeddedLog(
+            settings.database_path,
+            topics=load_topics(settings.resolved_topics_file),
+            poll_interval_ms=5,
+        )
+        await log.open()
+        for start in range(0, events, 1_000):
+            await log.produce_batch(
+                "chat-messages",
+                [chat_record(i, 1_000, rng) for i in range(start, min(events, start + 1_000))],
+            )
+        pipeline = MemoryPipeline.from_settings(settings, log, registry=open_registry(settings))
+        started = time.perf_counter()
+        await pipeline.start()
+        await pipeline.worker.wait_idle(timeout=600, poll_s=0.01)
+        elapsed = time.perf_counter() - started
+        memories = int((await pipeline.store.fetch("SELECT count(*) FROM memories"))[0][0])
+        result: dict[str, Any] = {
+            "events": events,
+            "memories": memories,
+            "seconds": elapsed,
+            "events_per_s": events / elapsed,
+        }
+
+        # Update latency at a steady rate, with the pipeline caught up.
+        description = await log.describe_topic("memory-updates")
+        tail = log.tail(
+            "memory-updates",
+            None,
+            start={p.partition: p.end_offset for p in description.partitions},
+        )
+        sent: dict[tuple[int, int], float] = {}
+        latencies: list[float] = []
+        total = int(rate * rate_seconds)
+
+        async def follow() -> None:
+            async for records in tail:
+                arrived = time.perf_counter()
+                for record in records:
+                    payload = json.loads(record.value)["payload"]
+                    source = payload.get("source")
+                    if payload["op"] not in ("created", "updated") or not source:
+                        continue
+                    at = sent.get((source["partition"], source["offset"]))
+                    if at is not None:
+                        latencies.append((arrived - at) * 1000)
+                if len(latencies) >= total:
+                    return
+
+        follower = asyncio.create_task(follow())
+        tick = 0.01
+        per_tick = max(1, int(rate * tick))
+        begin = time.perf_counter()
+        i = events
+        while i < events + total:
+            batch = [
+                chat_record(n, 1_000, rng) for n in range(i, min(events + total, i + per_tick))
+            ]
+            now = time.perf_counter()
+            futures = [(log.produce_nowait("chat-messages", r.key, r.value), now) for r in batch]
+            for future, at in futures:
+                produced = await future
+                sent[(produced.partition, produced.offset)] = at
+            i += len(batch)
+            delay = begin + (i - events) / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        try:
+            await asyncio.wait_for(follower, 30)
+        except TimeoutError:
+            follower.cancel()
+        await tail.aclose()
+        result.update(
+            {
+                "rate_per_s": rate,
+                "rate_events": total,
+                "updates_seen": len(latencies),
+                "update_p50_ms": percentile(latencies, 50),
+                "update_p99_ms": percentile(latencies, 99),
+            }
+        )
+        await pipeline.stop(10)
+        await log.close()
+    return result
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    search = [
+        await search_run("exact", "exact", args.memories, args.users, args.queries, args.warmup, 1),
+    ]
+    if args.qdrant_memories:
+        search.append(
+            await search_run(
+                "qdrant local",
+                "qdrant",
+                args.qdrant_memories,
+                max(1, args.users * args.qdrant_memories // args.memories),
+                40,
+                20,
+                2,
+            )
+        )
+    print_table("hybrid search (in process, limit 10, hashed embedder)", search)
+    pipeline = await pipeline_run(args.pipeline_events, args.rate, args.rate_seconds, 3)
+    print_table("memory pipeline (embedded log, in process)", [pipeline])
+    return {"machine": machine(), "search": search, "pipeline": pipeline}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--memories", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=1_000)
+    parser.add_argument("--qdrant-memories", type=int, default=10_000)
+    parser.add_argument("--pipeline-events", type=int, default=30_000)
+    parser.add_argument("--rate", type=int, default=1_000)
+    parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument("--out", default="loadtest/results/memory.json")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    write_json(
+        args.out, {"command": "python -m loadtest.bench.memory_search", **vars(args), **results}
+    )
+
+
+if __name__ == "__main__":
+    main()
