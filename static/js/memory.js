@@ -56,7 +56,7 @@ export class MemorySearch {
 /** The list of hits in a search answer, whatever it is called. */
 function findResults(body) {
   if (Array.isArray(body)) return body;
-  for (const name of ['results', 'memories', 'items', 'hits']) {
+  for (const name of ['data', 'results', 'memories', 'items', 'hits']) {
     if (Array.isArray(body?.[name])) return body[name];
   }
   return [];

@@ -346,6 +346,11 @@ def test_memory_updates_from_the_pipeline_appear(
     expect(page.locator("#stream-list .record")).to_have_count(
         1
     )  # the event itself is filtered out
+    # The new memory is found by the memory search.
+    page.get_by_label("Words to find in your memories").fill("green tea")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator("#memory-status")).to_contain_text("found for", timeout=10_000)
+    expect(page.locator("#memory-results")).to_contain_text("likes green tea")
 
 
 def test_a_refused_token_is_explained_next_to_it(page: Page, gateway: GatewayProcess) -> None:
