@@ -4,7 +4,6 @@
 - ``vectors``, ``indexer``, ``embedders``: the vector index (Qdrant or exact), kept in
   step with the memory database's history, and the embedding models;
 - ``requests``: request bodies, validation, errors and how memories are shown;
-- ``wiring``: adding the service and its routes to an app built by ``create_app``.
 
 See ``docs/memory-api.md``.
 """

@@ -27,7 +27,8 @@ class RecordView(msgspec.Struct, omit_defaults=True):
     encoding: str = "json"
 
 
-def _is_json(value: bytes) -> bool:
+def is_json(value: bytes) -> bool:
+    """Whether ``value`` is one JSON document (checked without building objects)."""
     try:
         _raw.decode(value)
     except msgspec.DecodeError:
@@ -42,7 +43,7 @@ def view(record: Record) -> RecordView:
             key = record.key.decode()
         except UnicodeDecodeError:
             key = base64.b64encode(record.key).decode()
-    if _is_json(record.value):
+    if is_json(record.value):
         return RecordView(
             record.topic,
             record.partition,

@@ -22,6 +22,7 @@ from gateway.errors import (
     UnknownOp,
 )
 from gateway.schemas.envelope import AnyEvent, error_details
+from gateway.schemas.record_view import is_json
 from gateway.smartmodules.batch import OutputRecord
 from gateway.streamlog.interface import Record
 
@@ -280,17 +281,8 @@ class Codec:
 # -- event frames: the fan-out hot path ------------------------------------------------------
 
 _json = msgspec.json.Encoder()
-_raw_json = msgspec.json.Decoder(msgspec.Raw)
 _any_json = msgspec.json.Decoder()
 _msgpack = msgspec.msgpack.Encoder()
-
-
-def _is_json(value: bytes) -> bool:
-    try:
-        _raw_json.decode(value)
-    except msgspec.DecodeError:
-        return False
-    return True
 
 
 class EventFrame:
@@ -311,7 +303,7 @@ class EventFrame:
                 key = record.key.decode()
             except UnicodeDecodeError:
                 key = base64.b64encode(record.key).decode()
-        if _is_json(record.value):
+        if is_json(record.value):
             return key, record.value, True
         return key, base64.b64encode(record.value).decode(), False
 

@@ -1,16 +1,12 @@
 """Fixtures of the memory API tests: real gateway processes with the memory pipeline on.
 
-The servers run ``serve_with_memory.py`` (``agentmem-gateway serve`` plus the memory API
-when the app does not wire it itself), with the pipeline inside (``serve``), Qdrant in
+The servers run ``agentmem-gateway serve`` with the pipeline inside (``serve``), Qdrant in
 local mode under the data directory and the default hashed embedder. Tests share one
 server and keep apart by using their own organization and user ids.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,34 +16,16 @@ import httpx
 import pytest
 from servers import GatewayProcess
 
-LAUNCHER = Path(__file__).with_name("serve_with_memory.py")
-
 
 class MemoryGateway(GatewayProcess):
-    """A gateway process with the memory API (the pipeline on unless ``extra_env`` says)."""
+    """A gateway process with the memory pipeline on (unless ``extra_env`` says)."""
 
     def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         super().__init__(data_dir, {"AGENTMEM_MEMORY_PIPELINE": "serve", **(extra_env or {})})
 
     def start(self, timeout: float = 30.0) -> MemoryGateway:
-        log = open(self.data_dir.parent / f"gateway-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, str(LAUNCHER), "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}; see {log.name}")
-            try:
-                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("gateway did not become healthy in time")
+        super().start(timeout)
+        return self
 
 
 def serve(root: Path, extra_env: dict[str, str] | None = None) -> MemoryGateway:
