@@ -1,7 +1,12 @@
-"""The stack's ceiling: a bare Starlette/uvicorn WebSocket server that answers each publish
-frame with an ack at once, with no validation, no log and no durability.
+"""The stack's ceiling: a bare Starlette/uvicorn server that answers each publish with an
+ack at once, with no validation, no log and no durability.
 
     python -m loadtest.bench.bare_ack_server PORT
+
+WebSocket ``/ws``: each ``publish`` frame gets an ``ack``, each ``publish_batch`` a
+``batch_ack``. HTTP ``POST /api/v1/stream/events``: the body is read and a fixed ack is
+returned, the ceiling of the HTTP ingest route. Runs on the gateway's uvicorn stack
+(``loadtest.bench.bare``).
 """
 
 from __future__ import annotations
@@ -9,10 +14,13 @@ from __future__ import annotations
 import sys
 
 import msgspec
-import uvicorn
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
+
+from loadtest.bench.bare import serve
 
 
 class _Publish(msgspec.Struct):
@@ -52,14 +60,23 @@ async def endpoint(websocket: WebSocket) -> None:
         await websocket.send({"type": "websocket.send", "text": _encode(reply).decode()})
 
 
-app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+_HTTP_ACK = (
+    b'{"success":true,"id":"b3e3874ac49f4a84992f8de36ecb0f80","topic":"user-events",'
+    b'"partition":0,"offset":0,"timestamp":1763000000797,"duplicate":false}'
+)
+
+
+async def ingest(request: Request) -> Response:
+    await request.body()
+    return Response(_HTTP_ACK, media_type="application/json")
+
+
+app = Starlette(
+    routes=[
+        WebSocketRoute("/ws", endpoint),
+        Route("/api/v1/stream/events", ingest, methods=["POST"]),
+    ]
+)
 
 if __name__ == "__main__":
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=int(sys.argv[1]),
-        log_level="warning",
-        ws_ping_interval=None,
-        ws_ping_timeout=None,
-    )
+    serve(app, int(sys.argv[1]))

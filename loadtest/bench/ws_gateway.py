@@ -1,13 +1,19 @@
 """WebSocket benchmarks of the gateway, each beside the bare ack server in the same run.
 
     python -m loadtest.bench.ws_gateway [--duration 4] [--out loadtest/results/ws.json]
+        [--target URL] [--skip-fanout] [--subscribers 100,1000] [--deliveries 40000]
+
+Without ``--target`` it starts a gateway (memory pipeline off) on a free port; with
+``--target http://127.0.0.1:8080`` it measures that running gateway (``make run``), see
+``loadtest.bench.target``. The bare servers always run here, in the same run.
 
 Scenarios:
 - acks/s and ack latency with a window of in-flight publishes at 1, 50 and 500 connections,
   against the gateway (durable acks) and the bare Starlette/uvicorn ack server (ceiling);
 - ack latency at a fixed rate of 5,000 events/s (open loop);
 - events/s acknowledged when clients send ``publish_batch`` of 100;
-- fan-out: deliveries/s and publish-to-delivery latency at 100 and 1,000 subscribers.
+- fan-out: deliveries/s and publish-to-delivery latency at 100 and 1,000 subscribers,
+  beside the bare fan-out server (``fanout_ws``).
 The generator's own CPU use is reported beside each figure.
 """
 
@@ -17,106 +23,84 @@ import argparse
 import asyncio
 import itertools
 import os
-import socket
 import subprocess
-import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-import msgspec
-
-from gateway.auth.tokens import TokenAuthority
+from loadtest.bench import bare, fanout_ws, target
 from loadtest.bench.report import machine, percentile, print_table, write_json
+from loadtest.bench.target import SECRET as SECRET  # idle_connections uses it
 from loadtest.bench.wsgen import WsConnection
 
-SECRET = "bench-secret-0123456789abcdef-0123456789"
+# Importance 0.1: below the memory pipeline's default chain (0.7), so a target running the
+# pipeline (``make run``) reads these records but makes no memories of them.
 PUBLISH = (
     b'{"op":"publish","id":%d,"topic":"user-events","key":"k%d",'
-    b'"event":{"type":"user_interaction","payload":{"action":"clicked","importance":0.8}}}'
+    b'"event":{"type":"user_interaction","payload":{"action":"clicked","importance":0.1}}}'
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(port: int) -> None:
-    for _ in range(400):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+EVENT = b'{"event":{"type":"user_interaction","payload":{"action":"clicked","importance":0.1}}}'
 
 
 def start_gateway(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "AGENTMEM_DATA_DIR": str(data_dir),
-        "AGENTMEM_JWT_SECRET": SECRET,
-        "AGENTMEM_LOG_LEVEL": "warning",
-        "AGENTMEM_WS_PUBLISH_RATE": "10000000",
-        "AGENTMEM_WS_MAX_CONNECTIONS_PER_USER": "100000",
-        # The gateway alone: the memory pipeline has its own benchmark.
-        "AGENTMEM_MEMORY_PIPELINE": os.environ.get("AGENTMEM_MEMORY_PIPELINE", "off"),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_ready(port)
-    httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10).raise_for_status()
-    return proc, port
+    """A gateway of its own (memory pipeline off unless ``AGENTMEM_MEMORY_PIPELINE`` says)."""
+    gateway = target.start_local(data_dir, os.environ.get("AGENTMEM_MEMORY_PIPELINE", "off"))
+    assert gateway.proc is not None
+    return gateway.proc, gateway.port
 
 
 def start_bare() -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.bench.bare_ack_server", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_ready(port)
-    return proc, port
+    return bare.start("bare_ack_server")
 
 
-async def _connect(port: int, token: str | None, count: int) -> list[WsConnection]:
-    path = f"/ws?token={token}" if token else "/ws"
+class Endpoint:
+    """Where a scenario connects: host, port, and the token of each connection (none: bare)."""
+
+    def __init__(self, host: str, port: int, tokens: Sequence[str] | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.tokens = tokens
+
+    @classmethod
+    def of(cls, gateway: target.Gateway, connections: int) -> Endpoint:
+        return cls(gateway.host, gateway.port, gateway.tokens(connections, "publisher"))
+
+    @classmethod
+    def bare(cls, port: int) -> Endpoint:
+        return cls("127.0.0.1", port)
+
+
+async def _connect(endpoint: Endpoint, count: int) -> list[WsConnection]:
+    tokens = endpoint.tokens
     conns: list[WsConnection] = []
     for start in range(0, count, 100):
         conns += await asyncio.gather(
             *(
-                WsConnection.open("127.0.0.1", port, path)
-                for _ in range(start, min(count, start + 100))
+                WsConnection.open(
+                    endpoint.host, endpoint.port, f"/ws?token={tokens[n]}" if tokens else "/ws"
+                )
+                for n in range(start, min(count, start + 100))
             )
         )
-    if token:
+    if tokens:
         for conn in conns:
             welcome = await conn.recv_json()
-            assert welcome["op"] == "welcome", welcome
+            if welcome["op"] != "welcome":
+                raise ConnectionError(f"expected welcome, got {welcome}")
     return conns
 
 
 async def closed_loop(
-    port: int, token: str | None, connections: int, window: int, duration: float, batch: int = 0
+    endpoint: Endpoint, connections: int, window: int, duration: float, batch: int = 0
 ) -> dict[str, Any]:
-    conns = await _connect(port, token, connections)
+    conns = await _connect(endpoint, connections)
     latencies: list[float] = []
     acked = 0
     ids = itertools.count()
-    event = b'{"event":{"type":"user_interaction","payload":{"action":"clicked","importance":0.8}}}'
     batch_frame = (
         b'{"op":"publish_batch","id":%d,"topic":"user-events","events":['
-        + b",".join([event] * batch)
+        + b",".join([EVENT] * batch)
         + b"]}"
     )
 
@@ -158,9 +142,9 @@ async def closed_loop(
 
 
 async def open_loop(
-    port: int, token: str | None, connections: int, rate: int, duration: float
+    endpoint: Endpoint, connections: int, rate: int, duration: float
 ) -> dict[str, Any]:
-    conns = await _connect(port, token, connections)
+    conns = await _connect(endpoint, connections)
     latencies: list[float] = []
     sent: dict[int, float] = {}
     ids = itertools.count()
@@ -204,76 +188,6 @@ async def open_loop(
     }
 
 
-class _Delivered(msgspec.Struct):
-    data: dict[str, Any]
-
-
-_delivered = msgspec.json.Decoder(_Delivered)
-
-
-async def fan_out(port: int, subscribers: int, rate: int, duration: float) -> dict[str, Any]:
-    authority = TokenAuthority(SECRET)
-    reader_token = authority.mint("watcher", "bench", ("subscribe", "admin"), 3600)
-    writer_token = authority.mint("writer", "bench", ("publish",), 3600)
-    subs = await _connect(port, reader_token, subscribers)
-    for conn in subs:
-        conn.send(b'{"op":"subscribe","id":1,"sub":"s","topic":"system-metrics"}')
-    for conn in subs:
-        reply = await conn.recv_json()
-        assert reply["op"] == "subscribed", reply
-    [publisher] = await _connect(port, writer_token, 1)
-    latencies: list[float] = []
-    delivered = 0
-
-    async def read(conn: WsConnection) -> None:
-        nonlocal delivered
-        while True:
-            frame = _delivered.decode(await conn.recv())
-            latencies.append(time.time() - frame.data["payload"]["metadata"]["t"])
-            delivered += 1
-
-    async def drain_acks() -> None:
-        while True:
-            await publisher.recv()
-
-    tasks = [asyncio.create_task(read(c)) for c in subs] + [asyncio.create_task(drain_acks())]
-    cpu = time.process_time()
-    started = time.perf_counter()
-    n = 0
-    tick = 0.005
-    credit = 0.0
-    while time.perf_counter() - started < duration:
-        credit += rate * tick
-        while credit >= 1:
-            credit -= 1
-            n += 1
-            publisher.send(
-                b'{"op":"publish","id":%d,"topic":"system-metrics","event":{"type":"log_entry",'
-                b'"payload":{"level":"info","message":"m","metadata":{"t":%.6f}}}}'
-                % (n, time.time())
-            )
-        await asyncio.sleep(tick)
-    expected = n * subscribers
-    deadline = time.perf_counter() + 10
-    while delivered < expected and time.perf_counter() < deadline:
-        await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    generator_cpu = (time.process_time() - cpu) / elapsed
-    for task in tasks:
-        task.cancel()
-    for conn in [*subs, publisher]:
-        conn.close()
-    return {
-        "subscribers": subscribers,
-        "published_per_s": n / duration,
-        "deliveries_per_s": delivered / elapsed,
-        "delivered_share": delivered / expected if expected else 0,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "generator_cpu": generator_cpu,
-    }
-
-
 def side_by_side(scenario: str, result: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
     """One table row: the gateway's figures beside the bare server's in the same run."""
     return {
@@ -288,6 +202,31 @@ def side_by_side(scenario: str, result: dict[str, Any], ceiling: dict[str, Any])
     }
 
 
+def publish_rows(gateway: target.Gateway, duration: float) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    proc, port = start_bare()
+    ceiling_at = Endpoint.bare(port)
+    try:
+        for connections, window in ((1, 64), (50, 16), (500, 2)):
+            at = Endpoint.of(gateway, connections)
+            ceiling = asyncio.run(closed_loop(ceiling_at, connections, window, duration))
+            result = asyncio.run(closed_loop(at, connections, window, duration))
+            rows.append(
+                side_by_side(f"publish, {connections} conn x window {window}", result, ceiling)
+            )
+        at = Endpoint.of(gateway, 10)
+        ceiling = asyncio.run(closed_loop(ceiling_at, 10, 4, duration, batch=100))
+        result = asyncio.run(closed_loop(at, 10, 4, duration, batch=100))
+        rows.append(side_by_side("publish_batch of 100, 10 conn x window 4", result, ceiling))
+        at = Endpoint.of(gateway, 50)
+        ceiling = asyncio.run(open_loop(ceiling_at, 50, 5_000, duration))
+        result = asyncio.run(open_loop(at, 50, 5_000, duration))
+        rows.append(side_by_side("fixed 5,000 events/s, 50 conn", result, ceiling))
+    finally:
+        bare.stop(proc)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -295,45 +234,38 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--out")
     parser.add_argument("--skip-fanout", action="store_true")
+    target.add_flags(parser)
+    fanout_ws.add_flags(parser)
     args = parser.parse_args()
-    token = TokenAuthority(SECRET).mint("bench", "bench", ("publish", "subscribe"), 3600)
-    rows: list[dict[str, Any]] = []
     fan_rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        bare, bare_port = start_bare()
-        gateway, gateway_port = start_gateway(Path(tmp))
-        try:
-            for connections, window in ((1, 64), (50, 16), (500, 2)):
-                ceiling = asyncio.run(
-                    closed_loop(bare_port, None, connections, window, args.duration)
-                )
-                result = asyncio.run(
-                    closed_loop(gateway_port, token, connections, window, args.duration)
-                )
-                rows.append(
-                    side_by_side(f"publish, {connections} conn x window {window}", result, ceiling)
-                )
-            ceiling = asyncio.run(closed_loop(bare_port, None, 10, 4, args.duration, batch=100))
-            result = asyncio.run(closed_loop(gateway_port, token, 10, 4, args.duration, batch=100))
-            rows.append(side_by_side("publish_batch of 100, 10 conn x window 4", result, ceiling))
-            ceiling = asyncio.run(open_loop(bare_port, None, 50, 5_000, args.duration))
-            result = asyncio.run(open_loop(gateway_port, token, 50, 5_000, args.duration))
-            rows.append(side_by_side("fixed 5,000 events/s, 50 conn", result, ceiling))
-            if not args.skip_fanout:
-                for subscribers, rate in ((100, 400), (1_000, 40)):
-                    fan_rows.append(
-                        asyncio.run(fan_out(gateway_port, subscribers, rate, args.duration))
-                    )
-        finally:
-            for proc in (bare, gateway):
-                proc.terminate()
-                proc.wait()
+    fan_raw: list[dict[str, Any]] = []
+    with target.gateway(args.target, args.jwt_secret) as gateway:
+        described = gateway.describe()
+        rows = publish_rows(gateway, args.duration)
+        if not args.skip_fanout:
+            fan_rows, fan_raw = fanout_ws.compare(
+                gateway,
+                [int(c) for c in args.subscribers.split(",")],
+                args.deliveries,
+                args.duration,
+                args.receiver_processes,
+            )
     print_table("WebSocket publish: gateway (durable acks) vs bare ack server", rows)
     if fan_rows:
-        print_table("Fan-out: one topic, admin subscribers, one publisher", fan_rows)
+        print_table(fanout_ws.TITLE, fan_rows)
     info = machine()
-    print(f"\nmachine: {info}")
-    write_json(args.out, {"machine": info, "publish": rows, "fan_out": fan_rows})
+    print(f"\ngateway: {described['url']} (started here: {described['started_by_benchmark']})")
+    write_json(
+        args.out,
+        {
+            "machine": info,
+            "gateway": described,
+            "bare_stack": bare.stack(),
+            "publish": rows,
+            "fan_out": fan_rows,
+            "fan_out_raw": fan_raw,
+        },
+    )
 
 
 if __name__ == "__main__":
