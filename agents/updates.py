@@ -1,13 +1,16 @@
-"""Memory updates and audit records: their envelopes, and producing them from the outbox.
+"""Memory updates and audit records: their envelopes, and producing them.
 
-Every change to a memory is written, in the transaction that makes the change, as a row
-of the ``outbox`` table: a ``memory_update`` envelope for ``memory-updates``, keyed by the
-user id so that one user's updates stay in order on one partition. ``OutboxPublisher``
-produces the rows in id order and deletes them once the log has them.
+Every change to a memory is a ``memory_history`` row, written in the transaction that
+makes the change; that row is also its memory update waiting to be published (history
+ids grow in commit order). ``OutboxPublisher`` reads the rows after its saved position
+(meta ``updates_published``), produces each as a ``memory_update`` envelope keyed by the
+user id (one user's updates stay in order on one partition), in one ``produce_batch``
+per read, then saves the new position. Audit records (anomalies) are rows of the
+``outbox`` table, produced the same way and deleted once the log has them.
 
-A crash between producing and deleting sends rows again on restart. Each row carries an
-idempotency key derived from the change (``<memory_id>:<version>:<op>``, also the
-envelope id), so the log does not write it twice within its dedup window
+A crash between producing and saving the position sends records again on restart. Each
+carries an idempotency key derived from the change (``<memory_id>:<version>:<op>``, also
+the envelope id), so the log does not write it twice within its dedup window
 (``dedup_window_s``, default 10 minutes); a consumer can rely on the envelope id as well.
 """
 
@@ -22,7 +25,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from agents.store.sqlite import Change, MemoryStore, now_ms
+from agents.store.sqlite import Change, HistoryRow, MemoryStore, Writes, now_ms
 from gateway.schemas.envelope import ENVELOPES
 from gateway.schemas.payloads import LogEntry, MemoryUpdate, RecordSource
 from gateway.streamlog.interface import NewRecord, StreamLog
@@ -73,6 +76,37 @@ def memory_update_row(change: Change, topic: str, at: int | None = None) -> Outb
     return topic, change.memory.user_id.encode(), _encoder.encode(envelope), key
 
 
+def history_update_row(row: HistoryRow, topic: str) -> OutboxRow:
+    """The memory update of a history row (the same envelope ``memory_update_row`` makes
+    of the change, stamped with the time of the change)."""
+    key = f"{row.memory_id}:{row.version}:{row.op}"
+    source = (
+        RecordSource(row.source_topic, row.source_partition or 0, row.source_offset or 0)
+        if row.source_topic is not None
+        else None
+    )
+    envelope = _MemoryUpdateEvent(
+        id=key,
+        organization_id=row.organization_id,
+        user_id=row.user_id,
+        timestamp=row.changed_at,
+        payload=MemoryUpdate(
+            op=row.op,
+            memory_id=row.memory_id,
+            memory_type=row.memory_type,
+            organization_id=row.organization_id,
+            user_id=row.user_id,
+            agent_id=row.agent_id,
+            importance=row.importance,
+            content=row.content,
+            version=row.version,
+            source=source,
+            timestamp=row.changed_at,
+        ),
+    )
+    return topic, row.user_id.encode(), _encoder.encode(envelope), key
+
+
 def log_entry_row(
     topic: str,
     *,
@@ -102,9 +136,10 @@ def log_entry_row(
 
 
 class OutboxPublisher:
-    """Produces outbox rows to the log, oldest first, then deletes them.
+    """Produces the memory updates (history rows) and the outbox rows to the log, oldest
+    first, then records that they are produced.
 
-    The outbox is bounded by the dispatcher: it takes no new batch while
+    What waits is bounded by the dispatcher: it takes no new batch while
     ``store.outbox_count`` is at ``outbox_high_water``.
     """
 
@@ -113,14 +148,18 @@ class OutboxPublisher:
         log: StreamLog,
         store: MemoryStore,
         *,
+        topic: str = "memory-updates",
         batch: int = 500,
         on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.log = log
         self.store = store
+        self.topic = topic
         self.batch = batch
         self.on_progress = on_progress
         self.produced = 0
+        self.position: int | None = None
+        """The last history id produced (read from the database on first use)."""
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -143,14 +182,44 @@ class OutboxPublisher:
                 continue
             delay = 0.05
             if sent == 0:
+                # Another process (a gateway whose pipeline runs apart) may write changes
+                # without waking this one: look again every second.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
 
     async def publish_once(self) -> int:
-        """Produce up to ``batch`` rows; returns how many."""
+        """Produce up to ``batch`` memory updates and ``batch`` outbox rows; returns how
+        many records were produced."""
+        if self.position is None:
+            self.position = await self.store.published_position()
+        sent = await self._publish_history(self.position) + await self._publish_outbox()
+        if sent == 0:
+            self.store.outbox_count = 0
+            return 0
+        self.store.outbox_count = max(0, self.store.outbox_count - sent)
+        self.produced += sent
+        if self.on_progress is not None:
+            self.on_progress()
+        return sent
+
+    async def _publish_history(self, after: int) -> int:
+        rows = await self.store.pending_updates(after, self.batch)
+        if not rows:
+            return 0
+        records = []
+        for row in rows:
+            _, key, value, idempotency_key = history_update_row(row, self.topic)
+            records.append(NewRecord(value=value, key=key, idempotency_key=idempotency_key))
+        await self.log.produce_batch(self.topic, records)
+        position = rows[-1].id
+        async with self.store.transaction() as tx:
+            tx.later(Writes.save_published, position)
+        self.position = position
+        return len(rows)
+
+    async def _publish_outbox(self) -> int:
         rows = await self.store.outbox_batch(self.batch)
         if not rows:
-            self.store.outbox_count = 0
             return 0
         # Consecutive rows of one topic go in one atomic produce, in outbox order.
         for topic, group in itertools.groupby(rows, key=lambda row: row[1]):
@@ -160,14 +229,10 @@ class OutboxPublisher:
             ]
             await self.log.produce_batch(topic, records)
         async with self.store.transaction() as tx:
-            await tx.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
-        self.store.outbox_count = max(0, self.store.outbox_count - len(rows))
-        self.produced += len(rows)
-        if self.on_progress is not None:
-            self.on_progress()
+            tx.later(Writes.execute, "DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
         return len(rows)
 
     async def flush(self) -> None:
-        """Publish until the outbox is empty (used when stopping)."""
+        """Publish until nothing waits (used when stopping)."""
         while await self.publish_once():
             pass

@@ -1,8 +1,10 @@
 """What the five memory agents share: the agent contract, ids, hashes and recording changes.
 
 An agent turns ``MemoryWork`` into changes of memories inside a transaction it is given
-(``apply``); it never commits, so its writes land together with the pipeline's
-bookkeeping (applied markers, consumer offsets, outbox) or not at all. Memory ids are
+(``apply_sync``, run in the store's writer thread with the transaction's ``Writes``, so
+a whole batch is one call into that thread); it never commits, so its writes land
+together with the pipeline's bookkeeping (applied markers, consumer offsets, history)
+or not at all. Memory ids are
 derived from what a memory is about (the source record, the user's block, the session),
 so re-applying the same work after a crash computes the same ids.
 """
@@ -18,8 +20,7 @@ import msgspec
 
 from agents.config import MemoryType, PipelineConfig
 from agents.embedding import normalize_text
-from agents.store.sqlite import Change, Memory, MemoryStore, Transaction
-from agents.updates import memory_update_row
+from agents.store.sqlite import Change, Memory, MemoryStore, Transaction, Writes
 from agents.work import MemoryWork
 
 Applied = tuple[MemoryWork, list[Change]]
@@ -77,10 +78,17 @@ def next_version(memory: Memory, now: int, **fields: Any) -> Memory:
 async def record_changes(
     tx: Transaction, changes: Sequence[Change], updates_topic: str, now: int
 ) -> None:
-    """Append the changes to the history and queue their memory updates."""
+    """Append the changes to the history, which queues their memory updates: the
+    pipeline's publisher produces every history row to its ``updates_topic``, which is
+    ``updates_topic`` here in every caller (the argument stays for them)."""
+    del updates_topic
     if changes:
         await tx.record_history(changes, now)
-        await tx.add_outbox(memory_update_row(c, updates_topic, now) for c in changes)
+
+
+def record_changes_sync(tx: Writes, changes: Sequence[Change], now: int) -> None:
+    """``record_changes`` inside a ``Transaction.run`` call."""
+    tx.record_history(changes, now)
 
 
 class MemoryAgent(abc.ABC):
@@ -93,5 +101,9 @@ class MemoryAgent(abc.ABC):
         self.store = store
 
     @abc.abstractmethod
+    def apply_sync(self, tx: Writes, items: Sequence[MemoryWork], now: int) -> list[Applied]:
+        """Apply ``items`` in order (in the writer thread); returns each item's changes."""
+
     async def apply(self, tx: Transaction, items: Sequence[MemoryWork], now: int) -> list[Applied]:
-        """Apply ``items`` in order inside ``tx``; returns each item's changes."""
+        """``apply_sync`` as one call inside ``tx``."""
+        return await tx.run(self.apply_sync, items, now)

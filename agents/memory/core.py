@@ -12,7 +12,7 @@ the previous one in the history, and a memory update.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -25,10 +25,10 @@ from agents.memory.base import (
     content_hash,
     memory_id,
     next_version,
-    record_changes,
+    record_changes_sync,
 )
 from agents.memory.semantic import SemanticAgent
-from agents.store.sqlite import Change, Memory, MemoryStore, Transaction, now_ms
+from agents.store.sqlite import Change, Memory, MemoryStore, Writes, now_ms
 from agents.work import MemoryWork, Source
 
 
@@ -56,7 +56,7 @@ class CoreAgent(MemoryAgent):
                 f"{', '.join(sorted(self.config.core_blocks))}"
             ) from None
 
-    async def apply(self, tx: Transaction, items: Sequence[MemoryWork], now: int) -> list[Applied]:
+    def apply_sync(self, tx: Writes, items: Sequence[MemoryWork], now: int) -> list[Applied]:
         results: list[Applied] = []
         for item in items:
             block = item.block if item.block in self.config.core_blocks else "human"
@@ -64,26 +64,24 @@ class CoreAgent(MemoryAgent):
             if len(line.text) > self.limit(block):
                 # Too long for the block: keep it as a fact instead.
                 fact = msgspec.structs.replace(item, memory_type="semantic")
-                results.append((item, await self.semantic.remember(tx, fact, now)))
+                results.append((item, self.semantic.remember(tx, fact, now)))
                 continue
-            results.append((item, await self._upsert(tx, item, block, line, now)))
+            results.append((item, self._upsert(tx, item, block, line, now)))
         return results
 
     # -- edits ----------------------------------------------------------------------------------
 
-    async def _load(
-        self, tx: Transaction, organization_id: str, user_id: str, block: str
-    ) -> Memory | None:
-        return await tx.memory(
+    def _load(self, tx: Writes, organization_id: str, user_id: str, block: str) -> Memory | None:
+        return tx.memory(
             organization_id=organization_id,
             user_id=user_id,
             memory_id=self.block_id(organization_id, user_id, block),
         )
 
-    async def _upsert(
-        self, tx: Transaction, item: MemoryWork, block: str, line: Line, now: int
+    def _upsert(
+        self, tx: Writes, item: MemoryWork, block: str, line: Line, now: int
     ) -> list[Change]:
-        current = await self._load(tx, item.organization_id, item.user_id, block)
+        current = self._load(tx, item.organization_id, item.user_id, block)
         lines = _lines(current)
         if line in lines:
             return []  # already there, word for word: nothing changes
@@ -92,7 +90,7 @@ class CoreAgent(MemoryAgent):
         else:
             lines.append(line)
         kept, evicted = _fit(lines, self.limit(block), keep=line)
-        changes = await self._write(
+        changes = self._write(
             tx,
             current,
             item.organization_id,
@@ -115,12 +113,12 @@ class CoreAgent(MemoryAgent):
                 metadata={"evicted_from_block": block},
                 rule=f"core block {block} full",
             )
-            changes += await self.semantic.remember(tx, fact, now)
+            changes += self.semantic.remember(tx, fact, now)
         return changes
 
-    async def _write(
+    def _write(
         self,
-        tx: Transaction,
+        tx: Writes,
         current: Memory | None,
         organization_id: str,
         user_id: str,
@@ -158,7 +156,7 @@ class CoreAgent(MemoryAgent):
                 event_time=event_time,
                 source=source,
             )
-            await tx.insert_memories([memory])
+            tx.insert_memories([memory])
             return [Change("created", memory)]
         memory = next_version(
             current,
@@ -170,7 +168,7 @@ class CoreAgent(MemoryAgent):
             event_time=event_time or current.event_time,
             source=source,
         )
-        await tx.update_memory(memory)
+        tx.update_memory(memory)
         return [Change("updated", memory)]
 
     # -- the editing API (each call is one transaction with its memory updates) ----------------
@@ -193,44 +191,55 @@ class CoreAgent(MemoryAgent):
                 f"a {len(line.text)}-character line does not fit core block {block!r} "
                 f"(limit {self.limit(block)}); shorten it or store it as a semantic memory"
             )
-        now = now_ms()
-        async with self.store.transaction() as tx:
-            current = await self._load(tx, organization_id, user_id, block)
-            lines = _lines(current)
-            if line.subject is not None and any(old.subject == line.subject for old in lines):
-                lines = [line if old.subject == line.subject else old for old in lines]
-            elif line not in lines:
-                lines.append(line)
-            else:
-                return []
-            kept, evicted = _fit(lines, self.limit(block), keep=line)
-            changes = await self._write(
-                tx, current, organization_id, user_id, block, kept, now, source=None
+        return await self._edit(self._upsert_line, organization_id, user_id, block, line)
+
+    def _upsert_line(
+        self, tx: Writes, now: int, organization_id: str, user_id: str, block: str, line: Line
+    ) -> list[Change]:
+        current = self._load(tx, organization_id, user_id, block)
+        lines = _lines(current)
+        if line.subject is not None and any(old.subject == line.subject for old in lines):
+            lines = [line if old.subject == line.subject else old for old in lines]
+        elif line not in lines:
+            lines.append(line)
+        else:
+            return []
+        kept, evicted = _fit(lines, self.limit(block), keep=line)
+        changes = self._write(tx, current, organization_id, user_id, block, kept, now, source=None)
+        for old in evicted:
+            changes += self.semantic.remember(
+                tx, _edit_work(organization_id, user_id, old, block, now), now, from_log=False
             )
-            for old in evicted:
-                changes += await self.semantic.remember(
-                    tx, _edit_work(organization_id, user_id, old, block, now), now, from_log=False
-                )
-            await record_changes(tx, changes, self.config.updates_topic, now)
         return changes
+
+    async def _edit(self, edit: Callable[..., list[Change]], *args: Any) -> list[Change]:
+        """One edit as one transaction with its history (which queues its updates)."""
+        now = now_ms()
+
+        def run(tx: Writes) -> list[Change]:
+            changes = edit(tx, now, *args)
+            record_changes_sync(tx, changes, now)
+            return changes
+
+        async with self.store.transaction() as tx:
+            return await tx.run(run)
 
     async def remove_line(
         self, *, organization_id: str, user_id: str, block: str, subject: str
     ) -> list[Change]:
         """Remove the line with ``subject`` from a block (kept in the block's history)."""
         self.limit(block)
-        now = now_ms()
-        async with self.store.transaction() as tx:
-            current = await self._load(tx, organization_id, user_id, block)
-            lines = _lines(current)
-            kept = [line for line in lines if line.subject != subject]
-            if current is None or len(kept) == len(lines):
-                return []
-            changes = await self._write(
-                tx, current, organization_id, user_id, block, kept, now, source=None
-            )
-            await record_changes(tx, changes, self.config.updates_topic, now)
-        return changes
+        return await self._edit(self._remove_line, organization_id, user_id, block, subject)
+
+    def _remove_line(
+        self, tx: Writes, now: int, organization_id: str, user_id: str, block: str, subject: str
+    ) -> list[Change]:
+        current = self._load(tx, organization_id, user_id, block)
+        lines = _lines(current)
+        kept = [line for line in lines if line.subject != subject]
+        if current is None or len(kept) == len(lines):
+            return []
+        return self._write(tx, current, organization_id, user_id, block, kept, now, source=None)
 
     async def replace_block(
         self, *, organization_id: str, user_id: str, block: str, content: str
@@ -244,14 +253,19 @@ class CoreAgent(MemoryAgent):
                 "shorten the content"
             )
         lines = [_parse_line(text) for text in content.splitlines() if text.strip()]
-        now = now_ms()
-        async with self.store.transaction() as tx:
-            current = await self._load(tx, organization_id, user_id, block)
-            changes = await self._write(
-                tx, current, organization_id, user_id, block, lines, now, source=None
-            )
-            await record_changes(tx, changes, self.config.updates_topic, now)
-        return changes
+        return await self._edit(self._replace_block, organization_id, user_id, block, lines)
+
+    def _replace_block(
+        self,
+        tx: Writes,
+        now: int,
+        organization_id: str,
+        user_id: str,
+        block: str,
+        lines: list[Line],
+    ) -> list[Change]:
+        current = self._load(tx, organization_id, user_id, block)
+        return self._write(tx, current, organization_id, user_id, block, lines, now, source=None)
 
     async def block(self, *, organization_id: str, user_id: str, block: str) -> Memory | None:
         """The block's current memory, ``None`` when nothing was written to it yet."""

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import msgspec
 
 from agents.memory.base import Applied, MemoryAgent, memory_id, new_memory, next_version
-from agents.store.sqlite import Change, Transaction
+from agents.store.sqlite import Change, Writes
 from agents.work import MemoryWork
 
 PATTERN_LENGTHS = (2, 3)
@@ -40,15 +40,15 @@ _encoder = msgspec.json.Encoder()
 class ProceduralAgent(MemoryAgent):
     memory_type = "procedural"
 
-    async def apply(self, tx: Transaction, items: Sequence[MemoryWork], now: int) -> list[Applied]:
-        return [(item, await self._step(tx, item, now)) for item in items]
+    def apply_sync(self, tx: Writes, items: Sequence[MemoryWork], now: int) -> list[Applied]:
+        return [(item, self._step(tx, item, now)) for item in items]
 
-    async def _step(self, tx: Transaction, item: MemoryWork, now: int) -> list[Change]:
+    def _step(self, tx: Writes, item: MemoryWork, now: int) -> list[Change]:
         org, user = item.organization_id, item.user_id
         agent = item.agent_id or "unknown-agent"
         session = item.session_id or ""
         action = (item.action or item.content).strip()
-        row = await tx.fetchone(
+        row = tx.fetchone(
             "SELECT steps, dropped FROM procedural_sessions WHERE organization_id = ? "
             "AND user_id = ? AND agent_id = ? AND session_id = ?",
             (org, user, agent, session),
@@ -59,20 +59,20 @@ class ProceduralAgent(MemoryAgent):
         overflow = len(steps) - self.config.procedural_max_steps
         if overflow > 0:
             steps, dropped = steps[overflow:], dropped + overflow
-        await tx.execute(
+        tx.execute(
             "INSERT INTO procedural_sessions (organization_id, user_id, agent_id, session_id, "
             "steps, dropped) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
             "steps = excluded.steps, dropped = excluded.dropped",
             (org, user, agent, session, _encoder.encode(steps).decode(), dropped),
         )
-        changes = [await self._session_memory(tx, item, agent, session, steps, dropped, now)]
+        changes = [self._session_memory(tx, item, agent, session, steps, dropped, now)]
         if item.success:
-            changes += await self._patterns(tx, item, agent, steps, now)
+            changes += self._patterns(tx, item, agent, steps, now)
         return changes
 
-    async def _session_memory(
+    def _session_memory(
         self,
-        tx: Transaction,
+        tx: Writes,
         item: MemoryWork,
         agent: str,
         session: str,
@@ -96,14 +96,14 @@ class ProceduralAgent(MemoryAgent):
             "last_action": item.action,
             "event_id": item.event_id,
         }
-        current = await tx.memory(
+        current = tx.memory(
             organization_id=item.organization_id, user_id=item.user_id, memory_id=id_
         )
         if current is None:
             memory = new_memory(
                 item, id_, now, content=content, metadata=metadata, agent_id=agent, subject=None
             )
-            await tx.insert_memories([memory])
+            tx.insert_memories([memory])
             return Change("created", memory)
         memory = next_version(
             current,
@@ -114,11 +114,11 @@ class ProceduralAgent(MemoryAgent):
             event_time=item.timestamp,
             source=item.source,
         )
-        await tx.update_memory(memory)
+        tx.update_memory(memory)
         return Change("updated", memory)
 
-    async def _patterns(
-        self, tx: Transaction, item: MemoryWork, agent: str, steps: list[Step], now: int
+    def _patterns(
+        self, tx: Writes, item: MemoryWork, agent: str, steps: list[Step], now: int
     ) -> list[Change]:
         done = [s.action for s in steps if s.success]
         changes: list[Change] = []
@@ -126,7 +126,7 @@ class ProceduralAgent(MemoryAgent):
             if len(done) < length:
                 continue
             pattern = ARROW.join(done[-length:])
-            row = await tx.fetchone(
+            row = tx.fetchone(
                 "INSERT INTO procedural_patterns (organization_id, user_id, agent_id, pattern, "
                 "count) VALUES (?, ?, ?, ?, 1) ON CONFLICT DO UPDATE SET count = count + 1 "
                 "RETURNING count",
@@ -135,7 +135,7 @@ class ProceduralAgent(MemoryAgent):
             count = int(row[0])
             if not self._milestone(count):
                 continue
-            changes.append(await self._pattern_memory(tx, item, agent, pattern, count, now))
+            changes.append(self._pattern_memory(tx, item, agent, pattern, count, now))
         return changes
 
     def _milestone(self, count: int) -> bool:
@@ -143,8 +143,8 @@ class ProceduralAgent(MemoryAgent):
         times, rest = divmod(count, self.config.procedural_min_occurrences)
         return rest == 0 and times > 0 and times & (times - 1) == 0
 
-    async def _pattern_memory(
-        self, tx: Transaction, item: MemoryWork, agent: str, pattern: str, count: int, now: int
+    def _pattern_memory(
+        self, tx: Writes, item: MemoryWork, agent: str, pattern: str, count: int, now: int
     ) -> Change:
         id_ = memory_id("procedural-pattern", item.organization_id, item.user_id, agent, pattern)
         content = f"Agent {agent} often does: {pattern} (seen {count} times)"
@@ -155,7 +155,7 @@ class ProceduralAgent(MemoryAgent):
             "actions": pattern.split(ARROW),
             "count": count,
         }
-        current = await tx.memory(
+        current = tx.memory(
             organization_id=item.organization_id, user_id=item.user_id, memory_id=id_
         )
         if current is None:
@@ -170,7 +170,7 @@ class ProceduralAgent(MemoryAgent):
                 session_id=None,
                 subject=pattern,
             )
-            await tx.insert_memories([memory])
+            tx.insert_memories([memory])
             return Change("created", memory)
         memory = next_version(
             current,
@@ -181,5 +181,5 @@ class ProceduralAgent(MemoryAgent):
             event_time=item.timestamp,
             source=item.source,
         )
-        await tx.update_memory(memory)
+        tx.update_memory(memory)
         return Change("updated", memory)

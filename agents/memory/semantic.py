@@ -30,7 +30,7 @@ from agents.memory.base import (
     new_memory,
     next_version,
 )
-from agents.store.sqlite import Change, Memory, MemoryStore, Transaction
+from agents.store.sqlite import Change, Memory, MemoryStore, Writes
 from agents.work import MemoryWork, Source
 
 
@@ -46,38 +46,34 @@ class SemanticAgent(MemoryAgent):
         super().__init__(config, store)
         self.embedder = embedder or HashedNgramEmbedder()
 
-    async def apply(self, tx: Transaction, items: Sequence[MemoryWork], now: int) -> list[Applied]:
+    def apply_sync(self, tx: Writes, items: Sequence[MemoryWork], now: int) -> list[Applied]:
         # One at a time: each fact is compared with the facts stored before it.
-        return [(item, await self.remember(tx, item, now)) for item in items]
+        return [(item, self.remember(tx, item, now)) for item in items]
 
-    async def remember(
-        self, tx: Transaction, item: MemoryWork, now: int, *, from_log: bool = True
+    def remember(
+        self, tx: Writes, item: MemoryWork, now: int, *, from_log: bool = True
     ) -> list[Change]:
         """Store one fact (see the module docstring for the dedup rules). ``from_log``
         False: the fact comes from an edit, not a record; no source is stored."""
         source = item.source if from_log else None
         org, user = item.organization_id, item.user_id
         hash_ = content_hash(item.content)
-        same = await tx.by_hash(
-            organization_id=org, user_id=user, memory_type="semantic", hash=hash_
-        )
+        same = tx.by_hash(organization_id=org, user_id=user, memory_type="semantic", hash=hash_)
         if same is not None:
-            return [await self._update(tx, self._reinforce(same, item, now, source))]
+            return [self._update(tx, self._reinforce(same, item, now, source))]
         vector = self.embedder.embed(item.content)
         if item.subject:
-            slot = await tx.by_subject(
+            slot = tx.by_subject(
                 organization_id=org, user_id=user, memory_type="semantic", subject=item.subject
             )
             if slot is not None:
                 return [
-                    await self._update(
-                        tx, self._supersede(slot, item, vector, now, source, "subject")
-                    )
+                    self._update(tx, self._supersede(slot, item, vector, now, source, "subject"))
                 ]
-        best, score = await self._nearest(tx, item, vector)
+        best, score = self._nearest(tx, item, vector)
         if best is not None and score >= self.config.semantic_threshold:
             merged = self._supersede(best, item, vector, now, source, "similarity", score)
-            return [await self._update(tx, merged)]
+            return [self._update(tx, merged)]
         memory = new_memory(
             item,
             # The hash too: one record may yield several facts (a core block's evicted lines).
@@ -89,20 +85,20 @@ class SemanticAgent(MemoryAgent):
             metadata={**new_memory(item, "", now).metadata, "mentions": 1},
             source=source,
         )
-        await tx.insert_memories([memory])
+        tx.insert_memories([memory])
         return [Change("created", memory)]
 
     @staticmethod
-    async def _update(tx: Transaction, memory: Memory) -> Change:
-        await tx.update_memory(memory)
+    def _update(tx: Writes, memory: Memory) -> Change:
+        tx.update_memory(memory)
         return Change("updated", memory)
 
-    async def _nearest(
-        self, tx: Transaction, item: MemoryWork, vector: dict[int, float]
+    def _nearest(
+        self, tx: Writes, item: MemoryWork, vector: dict[int, float]
     ) -> tuple[Memory | None, float]:
         if not vector:
             return None, 0.0
-        candidates = await tx.recent(
+        candidates = tx.recent(
             organization_id=item.organization_id,
             user_id=item.user_id,
             memory_type="semantic",

@@ -16,14 +16,14 @@ import msgspec
 
 from agents.memory.base import Applied, MemoryAgent, memory_id, new_memory
 from agents.store.schema import MEMORY_COLUMNS
-from agents.store.sqlite import Change, Memory, Transaction, memory_from_row
+from agents.store.sqlite import Change, Memory, Transaction, Writes, memory_from_row
 from agents.work import MemoryWork
 
 
 class WorkingAgent(MemoryAgent):
     memory_type = "working"
 
-    async def apply(self, tx: Transaction, items: Sequence[MemoryWork], now: int) -> list[Applied]:
+    def apply_sync(self, tx: Writes, items: Sequence[MemoryWork], now: int) -> list[Applied]:
         results: list[Applied] = []
         for item in items:
             ttl_s = item.ttl_s or self.config.working_ttl_s
@@ -33,15 +33,15 @@ class WorkingAgent(MemoryAgent):
                 now,
                 expires_at=item.timestamp + int(ttl_s * 1000),
             )
-            await tx.insert_memories([memory])
+            tx.insert_memories([memory])
             changes = [Change("created", memory)]
-            changes += await self._trim_session(tx, item)
+            changes += self._trim_session(tx, item)
             results.append((item, changes))
         return results
 
-    async def _trim_session(self, tx: Transaction, item: MemoryWork) -> list[Change]:
+    def _trim_session(self, tx: Writes, item: MemoryWork) -> list[Change]:
         """Expire the oldest memories of the session beyond the per-session bound."""
-        rows = await tx.fetchall(
+        rows = tx.fetchall(
             f"SELECT {MEMORY_COLUMNS} FROM memories WHERE organization_id = ? AND user_id = ? "
             "AND memory_type = 'working' AND session_id IS ? "
             "ORDER BY event_time DESC, rowid DESC LIMIT -1 OFFSET ?",
@@ -52,21 +52,25 @@ class WorkingAgent(MemoryAgent):
                 self.config.working_max_per_session,
             ),
         )
-        return await self._remove(tx, [memory_from_row(r) for r in rows], "session_limit")
+        return self._remove(tx, [memory_from_row(r) for r in rows], "session_limit")
 
     async def expire(self, tx: Transaction, now: int, limit: int = 500) -> list[Change]:
         """Remove up to ``limit`` memories whose ``expires_at`` has passed."""
-        rows = await tx.fetchall(
+        return await tx.run(self.expire_sync, now, limit)
+
+    def expire_sync(self, tx: Writes, now: int, limit: int = 500) -> list[Change]:
+        """``expire`` in the writer thread."""
+        rows = tx.fetchall(
             f"SELECT {MEMORY_COLUMNS} FROM memories WHERE expires_at IS NOT NULL "
             "AND expires_at <= ? ORDER BY expires_at LIMIT ?",
             (now, limit),
         )
-        return await self._remove(tx, [memory_from_row(r) for r in rows], "ttl")
+        return self._remove(tx, [memory_from_row(r) for r in rows], "ttl")
 
-    async def _remove(self, tx: Transaction, memories: list[Memory], reason: str) -> list[Change]:
+    def _remove(self, tx: Writes, memories: list[Memory], reason: str) -> list[Change]:
         changes = []
         for memory in memories:
-            await tx.delete_memory(memory.id)
+            tx.delete_memory(memory.id)
             metadata = {**memory.metadata, "expired_by": reason}
             changes.append(Change("expired", msgspec.structs.replace(memory, metadata=metadata)))
         return changes

@@ -29,9 +29,9 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from agents.config import PipelineConfig
-from agents.memory.base import MemoryAgent, record_changes
+from agents.memory.base import MemoryAgent, record_changes_sync
 from agents.pipeline.progress import Progress
-from agents.store.sqlite import MemoryStore, now_ms
+from agents.store.sqlite import MemoryStore, Writes, now_ms
 from agents.work import MemoryWork, work_decoder, work_encoder
 
 logger = structlog.get_logger(__name__)
@@ -161,25 +161,35 @@ class AgentLane:
     async def _apply_batch(self, items: list[Item]) -> None:
         now = now_ms()
         async with self.store.transaction() as tx:
-            done = await tx.applied([work.source for work, _ in items])
-            fresh = [work for work, _ in items if work.source not in done]
-            try:
-                results = await self.agent.apply(tx, fresh, now)
-            except (sqlite3.OperationalError, sqlite3.InternalError, OSError):
-                raise  # the database or the disk is in trouble: stop the pipeline
-            except Exception as exc:
-                raise AgentFailed(f"{self.name} agent failed: {exc}") from exc
-            changes = [change for _, item_changes in results for change in item_changes]
-            await record_changes(tx, changes, self.config.updates_topic, now)
-            await tx.mark_applied(
-                [(work.source, c[0].memory.id if c else None) for work, c in results], now
-            )
-            await tx.undefer([row_id for _, row_id in items if row_id is not None])
+            # One call applies the batch; the offsets go with the COMMIT (a second call).
+            fresh = await tx.run(self._apply_in_thread, items, now)
             self.progress.complete(work.source for work, row_id in items if row_id is None)
-            await tx.save_offsets(self.config.consumer, self.progress.changed())
+            tx.later(Writes.save_offsets, self.config.consumer, self.progress.changed())
         self.loaded_deferred -= sum(1 for _, row_id in items if row_id is not None)
-        self.stats.applied += len(fresh)
+        self.stats.applied += fresh
         self.on_commit()
+
+    def _apply_in_thread(self, tx: Writes, items: list[Item], now: int) -> int:
+        """In the writer thread: skip what was applied already, apply the rest, record
+        the history (the memory updates), the applied markers and the deferred rows
+        consumed. Returns how many items were applied."""
+        maybe = [work.source for work, _ in items if self.progress.may_be_applied(work.source)]
+        done = tx.applied(maybe) if maybe else set()
+        fresh = (
+            [work for work, _ in items if work.source not in done]
+            if done
+            else [work for work, _ in items]
+        )
+        try:
+            results = self.agent.apply_sync(tx, fresh, now)
+        except (sqlite3.OperationalError, sqlite3.InternalError, OSError):
+            raise  # the database or the disk is in trouble: stop the pipeline
+        except Exception as exc:
+            raise AgentFailed(f"{self.name} agent failed: {exc}") from exc
+        record_changes_sync(tx, [change for _, changes in results for change in changes], now)
+        tx.mark_applied([(work.source, c[0].memory.id if c else None) for work, c in results], now)
+        tx.undefer([row_id for _, row_id in items if row_id is not None])
+        return len(fresh)
 
     async def _reject(self, item: Item, failed: AgentFailed) -> None:
         work, row_id = item
@@ -188,13 +198,15 @@ class AgentLane:
         )
         reason = f"{failed} (traceback in the pipeline's log)"
         async with self.store.transaction() as tx:
-            await tx.reject([(work.source, f"agent:{self.name}", reason, self.encode(work))])
-            await tx.mark_applied([(work.source, None)], now_ms())
+            tx.later(
+                Writes.reject, [(work.source, f"agent:{self.name}", reason, self.encode(work))]
+            )
+            tx.later(Writes.mark_applied, [(work.source, None)], now_ms())
             if row_id is not None:
-                await tx.undefer([row_id])
+                tx.later(Writes.undefer, [row_id])
             else:
                 self.progress.complete([work.source])
-            await tx.save_offsets(self.config.consumer, self.progress.changed())
+            tx.later(Writes.save_offsets, self.config.consumer, self.progress.changed())
         if row_id is not None:
             self.loaded_deferred -= 1
         self.stats.rejected += 1

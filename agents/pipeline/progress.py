@@ -7,6 +7,11 @@ partition (its *watermark*) is the lowest pending offset, or the next offset to 
 when nothing is pending: everything below it is durable, so a restart from it loses
 nothing, and anything at or above it that was applied already is recognized by the
 ``applied`` table and not applied again.
+
+Looking a batch up in ``applied`` costs a query, so it is done only where it can find
+something: below each partition's *recheck horizon*, one past the highest offset that
+was applied or deferred when the pipeline started. Records above it were never applied
+before this run, and this run reads each record once.
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ class _Partition:
 class Progress:
     def __init__(self) -> None:
         self._parts: dict[tuple[str, int], _Partition] = {}
+        self.horizon: dict[tuple[str, int], int] = {}
+        """Per partition: offsets below it may have been applied before this run."""
+
+    def may_be_applied(self, source: Source) -> bool:
+        """Whether ``source`` must be looked up in ``applied`` before it is applied."""
+        return source.offset < self.horizon.get((source.topic, source.partition), 0)
 
     def start(self, topic: str, partition: int, offset: int) -> None:
         """Where a partition starts (its committed offset)."""

@@ -32,7 +32,7 @@ from agents.config import MemoryType, PipelineConfig
 from agents.errors import PipelineConfigError, PipelineError
 from agents.events import UndecodableRecord, decode
 from agents.manager import MetaMemoryManager, Unclassifiable
-from agents.memory.base import MemoryAgent, record_changes
+from agents.memory.base import MemoryAgent, record_changes_sync
 from agents.memory.core import CoreAgent
 from agents.memory.episodic import EpisodicAgent
 from agents.memory.procedural import ProceduralAgent
@@ -42,7 +42,7 @@ from agents.pipeline.chains import Rejection, TopicChain, build_chains
 from agents.pipeline.lanes import AgentLane
 from agents.pipeline.processor import Anomaly, StreamProcessor
 from agents.pipeline.progress import Progress
-from agents.store.sqlite import MemoryStore, now_ms
+from agents.store.sqlite import Change, MemoryStore, Writes, now_ms
 from agents.updates import OutboxPublisher, log_entry_row
 from agents.work import MemoryWork, Source
 from gateway.errors import UnknownTopic
@@ -110,7 +110,11 @@ class PipelineWorker:
             "working": self.working,
         }
         self.publisher = OutboxPublisher(
-            log, store, batch=self.config.outbox_batch, on_progress=self._published
+            log,
+            store,
+            topic=self.config.updates_topic,
+            batch=self.config.outbox_batch,
+            on_progress=self._published,
         )
         self.lanes: dict[str, AgentLane] = {
             name: AgentLane(agent, store, self.progress, self.config, on_commit=self._committed)
@@ -145,6 +149,7 @@ class PipelineWorker:
         self.chains = build_chains(config, self.registry)
         self._started = True
         committed = await self.store.offsets(config.consumer)
+        self.progress.horizon = await self.store.recheck_horizon()
         self.processor.load(*await self.store.processor_state(config.consumer))
         for name, count in (await self.store.deferred_counts()).items():
             if name in self.lanes:
@@ -319,26 +324,34 @@ class PipelineWorker:
         )
         async with self.store.transaction() as tx:
             # The processor changes only inside this transaction, so what it saves matches
-            # the positions saved with it.
+            # the positions saved with it. Everything below is written in one call.
             observed = self.processor.observe(records)
             saved, forgotten, moved = self.processor.take_changes()
-            await tx.save_processor(self.config.consumer, saved, forgotten, moved)
-            await tx.save_aggregates(
-                (
-                    a.organization_id,
-                    a.user_id,
-                    a.event_type,
-                    a.window_start,
-                    a.window_ms,
-                    a.count,
-                    a.importance_sum,
-                    a.rate_per_s,
-                )
-                for a in observed.aggregates
+            tx.later(Writes.save_processor, self.config.consumer, saved, forgotten, moved)
+            tx.later(
+                Writes.save_aggregates,
+                [
+                    (
+                        a.organization_id,
+                        a.user_id,
+                        a.event_type,
+                        a.window_start,
+                        a.window_ms,
+                        a.count,
+                        a.importance_sum,
+                        a.rate_per_s,
+                    )
+                    for a in observed.aggregates
+                ],
             )
-            await tx.add_outbox(self._audit_row(a) for a in observed.anomalies)
-            await tx.defer((w.memory_type, w.source, AgentLane.encode(w)) for w in deferred)
-            await tx.reject(rejected)
+            if observed.anomalies:
+                tx.later(Writes.add_outbox, [self._audit_row(a) for a in observed.anomalies])
+            if deferred:
+                tx.later(
+                    Writes.defer, [(w.memory_type, w.source, AgentLane.encode(w)) for w in deferred]
+                )
+            if rejected:
+                tx.later(Writes.reject, rejected)
             for record in records:
                 self.progress.settle(
                     topic,
@@ -346,7 +359,7 @@ class PipelineWorker:
                     record.offset,
                     waiting.get((record.partition, record.offset), 0),
                 )
-            await tx.save_offsets(self.config.consumer, self.progress.changed())
+            tx.later(Writes.save_offsets, self.config.consumer, self.progress.changed())
         for name, items in queued.items():
             if items:
                 self.lanes[name].put(items)
@@ -429,8 +442,7 @@ class PipelineWorker:
         while True:
             at = now_ms() if now is None else now
             async with self.store.transaction() as tx:
-                changes = await self.working.expire(tx, at)
-                await record_changes(tx, changes, self.config.updates_topic, now_ms())
+                changes = await tx.run(self._expire_in_thread, at)
             total += len(changes)
             if changes:
                 self.publisher.wake()
@@ -438,6 +450,11 @@ class PipelineWorker:
                 break
         self.stats.expired += total
         return total
+
+    def _expire_in_thread(self, tx: Writes, at: int) -> list[Change]:
+        changes = self.working.expire_sync(tx, at)
+        record_changes_sync(tx, changes, now_ms())
+        return changes
 
     async def _prune(self) -> None:
         committed = await self.store.offsets(self.config.consumer)

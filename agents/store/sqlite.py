@@ -1,10 +1,13 @@
-"""``MemoryStore``: the memory database on aiosqlite, its transactions and its queries.
+"""``MemoryStore``: the memory database, its transactions and its queries.
 
-One connection writes. Transactions are serialized by an asyncio lock (statements of two
-transactions must not interleave on one connection) and are ``BEGIN IMMEDIATE``, so the
-database lock is taken at the start rather than upgraded half-way. A second connection
-serves the read-only query functions; WAL gives it consistent snapshots while a write
-transaction is open.
+One connection writes, in its own thread (``SQLiteThread``). Transactions are serialized
+by an asyncio lock (statements of two transactions must not interleave on one
+connection) and are ``BEGIN IMMEDIATE``, so the database lock is taken at the start
+rather than upgraded half-way. A transaction's statements run as few calls into the
+writer thread as the caller can make them (``Transaction.run``, ``Transaction.later``):
+the pipeline applies a whole batch in one or two. A second connection, in a second
+thread, serves the read-only query functions; WAL gives it consistent snapshots while a
+write transaction is open.
 
 Every query function over memories takes the tenancy, ``organization_id`` and
 ``user_id``, as required keyword arguments: no function lists another user's memories.
@@ -14,19 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, TypeVar
 
-import aiosqlite
 import msgspec
 
-from agents.config import MemoryType
-from agents.store.schema import MEMORY_COLUMNS, SCHEMA_VERSION, STATEMENTS, pragmas
+from agents.config import MEMORY_TYPES, MemoryType
+from agents.store.schema import (
+    CACHE_KIB,
+    MEMORY_COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    STATEMENTS,
+    pragmas,
+)
+from agents.store.thread import SQLiteThread
 from agents.work import Source
 
+T = TypeVar("T")
 Op = Literal["created", "updated", "deleted", "expired"]
 
 _json = msgspec.json.Encoder()
@@ -148,6 +161,25 @@ class MemoryVersion(msgspec.Struct, frozen=True, kw_only=True):
     source: Source | None
 
 
+class HistoryRow(NamedTuple):
+    """A ``memory_history`` row as the publisher reads it."""
+
+    id: int
+    memory_id: str
+    organization_id: str
+    user_id: str
+    memory_type: MemoryType
+    version: int
+    op: Op
+    content: str
+    importance: float
+    changed_at: int
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+    agent_id: str | None
+
+
 class Change(msgspec.Struct, frozen=True):
     """A change to one memory: ``memory`` is its state after the change (its last state
     for ``deleted`` and ``expired``)."""
@@ -158,6 +190,15 @@ class Change(msgspec.Struct, frozen=True):
 
 _SELECT = f"SELECT {MEMORY_COLUMNS} FROM memories"
 _INSERT = f"INSERT INTO memories ({MEMORY_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+_FTS_ONE = "INSERT INTO memories_fts (rowid, content) VALUES (?, ?)"
+_FTS_AFTER = (
+    "INSERT INTO memories_fts (rowid, content) SELECT rowid, content FROM memories WHERE rowid > ?"
+)
+_INSERT_HISTORY = (
+    "INSERT OR IGNORE INTO memory_history (memory_id, organization_id, user_id, memory_type, "
+    "version, op, content, importance, metadata, hash, changed_at, source_topic, "
+    f"source_partition, source_offset, agent_id) VALUES ({', '.join('?' * 15)})"
+)
 _UPDATE = (
     "UPDATE memories SET agent_id = ?, session_id = ?, content = ?, importance = ?, "
     "metadata = ?, hash = ?, subject = ?, embedding = ?, updated_at = ?, event_time = ?, "
@@ -166,83 +207,99 @@ _UPDATE = (
 )
 
 
-class Transaction:
-    """Statements of one write transaction (see ``MemoryStore.transaction``)."""
+class Writes:
+    """The statements of a write transaction, run in the writer thread.
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
+    Agents receive this object inside one ``Transaction.run`` call, so a whole batch of
+    reads and writes costs one hop to the thread. Nothing here commits."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
         self.outbox_added = 0
+        """Rows queued for publishing (memory updates and audit records) so far."""
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns the number of rows it changed."""
-        cursor = await self._db.execute(sql, params)
-        count = int(cursor.rowcount)
-        await cursor.close()
-        return count
+        return int(self.db.execute(sql, params).rowcount)
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        rows = list(rows)
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = rows if isinstance(rows, list) else list(rows)
         if rows:
-            await self._db.executemany(sql, rows)
+            self.db.executemany(sql, rows)
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return list(await self._db.execute_fetchall(sql, params))
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.db.execute(sql, params).fetchall()
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.db.execute(sql, params).fetchone()
 
     # -- memories ---------------------------------------------------------------------------
 
-    async def insert_memories(self, memories: Sequence[Memory]) -> None:
-        await self.executemany(_INSERT, [m.row() for m in memories])
+    def insert_memories(self, memories: Sequence[Memory]) -> None:
+        if not memories:
+            return
+        db = self.db
+        if len(memories) == 1:
+            cursor = db.execute(_INSERT, memories[0].row())
+            db.execute(_FTS_ONE, (cursor.lastrowid, memories[0].content))
+            return
+        # Rows get rowids above the current largest (one writer), so one statement
+        # indexes the whole batch: FTS5 then writes one segment for it.
+        (top,) = db.execute("SELECT coalesce(max(rowid), 0) FROM memories").fetchone()
+        db.executemany(_INSERT, [m.row() for m in memories])
+        db.execute(_FTS_AFTER, (top,))
 
-    async def update_memory(self, memory: Memory) -> None:
+    def update_memory(self, memory: Memory) -> None:
         row = memory.row()
         # Every column but id, tenancy, memory_type, created_at and access_count.
-        await self.execute(_UPDATE, (*row[3:5], *row[6:12], *row[13:16], *row[17:], memory.id))
+        self.db.execute(_UPDATE, (*row[3:5], *row[6:12], *row[13:16], *row[17:], memory.id))
 
-    async def delete_memory(self, memory_id: str) -> None:
-        await self.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
+    def delete_memory(self, memory_id: str) -> None:
+        self.db.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
 
-    async def memory(self, *, organization_id: str, user_id: str, memory_id: str) -> Memory | None:
-        row = await self.fetchone(
+    def memory(self, *, organization_id: str, user_id: str, memory_id: str) -> Memory | None:
+        row = self.fetchone(
             _SELECT + " WHERE id = ? AND organization_id = ? AND user_id = ?",
             (memory_id, organization_id, user_id),
         )
         return memory_from_row(row) if row else None
 
-    async def by_hash(
+    def by_hash(
         self, *, organization_id: str, user_id: str, memory_type: str, hash: str
     ) -> Memory | None:
-        row = await self.fetchone(
-            _SELECT + " WHERE organization_id = ? AND user_id = ? AND memory_type = ? "
-            "AND hash = ? LIMIT 1",
-            (organization_id, user_id, memory_type, hash),
+        if memory_type not in MEMORY_TYPES:
+            raise ValueError(f"unknown memory type {memory_type!r}")
+        # The type is written into the SQL so that facts use their partial index.
+        row = self.fetchone(
+            _SELECT + f" WHERE organization_id = ? AND user_id = ? AND memory_type = "
+            f"'{memory_type}' AND hash = ? LIMIT 1",
+            (organization_id, user_id, hash),
         )
         return memory_from_row(row) if row else None
 
-    async def by_subject(
+    def by_subject(
         self, *, organization_id: str, user_id: str, memory_type: str, subject: str
     ) -> Memory | None:
-        row = await self.fetchone(
+        row = self.fetchone(
             _SELECT + " WHERE organization_id = ? AND user_id = ? AND memory_type = ? "
             "AND subject = ? ORDER BY updated_at DESC LIMIT 1",
             (organization_id, user_id, memory_type, subject),
         )
         return memory_from_row(row) if row else None
 
-    async def recent(
+    def recent(
         self, *, organization_id: str, user_id: str, memory_type: str, limit: int
     ) -> list[Memory]:
-        rows = await self.fetchall(
+        rows = self.fetchall(
             _SELECT + " WHERE organization_id = ? AND user_id = ? AND memory_type = ? "
             "ORDER BY updated_at DESC LIMIT ?",
             (organization_id, user_id, memory_type, limit),
         )
         return [memory_from_row(r) for r in rows]
 
-    async def record_history(self, changes: Sequence[Change], at: int) -> None:
+    def record_history(self, changes: Sequence[Change], at: int) -> None:
+        """Append the changes to ``memory_history``; each row is also a memory update
+        waiting to be published (see ``MemoryStore.pending_updates``)."""
         rows = []
         for change in changes:
             m = change.memory
@@ -263,26 +320,23 @@ class Transaction:
                     src.topic if src else None,
                     src.partition if src else None,
                     src.offset if src else None,
+                    m.agent_id,
                 )
             )
-        await self.executemany(
-            "INSERT OR IGNORE INTO memory_history (memory_id, organization_id, user_id, "
-            "memory_type, version, op, content, importance, metadata, hash, changed_at, "
-            "source_topic, source_partition, source_offset) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        if rows:
+            self.db.executemany(_INSERT_HISTORY, rows)
+            self.outbox_added += len(rows)
 
     # -- pipeline bookkeeping -----------------------------------------------------------------
 
-    async def applied(self, sources: Sequence[Source]) -> set[Source]:
+    def applied(self, sources: Sequence[Source]) -> set[Source]:
         """Which of ``sources`` were applied already."""
         found: set[Source] = set()
         for start in range(0, len(sources), 200):
             chunk = sources[start : start + 200]
             values = ", ".join("(?, ?, ?, ?)" for _ in chunk)
             params = [v for s in chunk for v in (s.topic, s.partition, s.offset, s.seq)]
-            rows = await self.fetchall(
+            rows = self.fetchall(
                 'SELECT topic, partition, "offset", seq FROM applied '
                 f'WHERE (topic, partition, "offset", seq) IN (VALUES {values})',
                 params,
@@ -290,27 +344,27 @@ class Transaction:
             found.update(Source(*row) for row in rows)
         return found
 
-    async def mark_applied(self, rows: Iterable[tuple[Source, str | None]], at: int) -> None:
-        await self.executemany(
+    def mark_applied(self, rows: Iterable[tuple[Source, str | None]], at: int) -> None:
+        self.executemany(
             'INSERT OR IGNORE INTO applied (topic, partition, "offset", seq, memory_id, '
             "applied_at) VALUES (?, ?, ?, ?, ?, ?)",
             [(s.topic, s.partition, s.offset, s.seq, memory_id, at) for s, memory_id in rows],
         )
 
-    async def save_offsets(self, consumer: str, offsets: Mapping[tuple[str, int], int]) -> None:
+    def save_offsets(self, consumer: str, offsets: Mapping[tuple[str, int], int]) -> None:
         at = now_ms()
-        await self.executemany(
+        self.executemany(
             'INSERT INTO consumer_offsets (consumer, topic, partition, "offset", updated_at) '
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer, topic, partition) DO UPDATE SET "
             '"offset" = excluded."offset", updated_at = excluded.updated_at',
             [(consumer, t, p, o, at) for (t, p), o in offsets.items()],
         )
 
-    async def add_outbox(self, rows: Iterable[tuple[str, bytes | None, bytes, str]]) -> int:
+    def add_outbox(self, rows: Iterable[tuple[str, bytes | None, bytes, str]]) -> int:
         """Queue records to produce: ``(topic, key, value, idempotency_key)``."""
         at = now_ms()
         values = [(topic, key, value, idem, at) for topic, key, value, idem in rows]
-        await self.executemany(
+        self.executemany(
             "INSERT INTO outbox (topic, key, value, idempotency_key, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
             values,
@@ -318,28 +372,28 @@ class Transaction:
         self.outbox_added += len(values)
         return len(values)
 
-    async def defer(self, rows: Iterable[tuple[str, Source, bytes]]) -> None:
+    def defer(self, rows: Iterable[tuple[str, Source, bytes]]) -> None:
         """Store items for later: ``(agent, source, encoded work)``."""
         at = now_ms()
-        await self.executemany(
+        self.executemany(
             'INSERT OR IGNORE INTO deferred (agent, topic, partition, "offset", seq, work, '
             "deferred_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(a, s.topic, s.partition, s.offset, s.seq, w, at) for a, s, w in rows],
         )
 
-    async def undefer(self, ids: Sequence[int]) -> None:
-        await self.executemany("DELETE FROM deferred WHERE id = ?", [(i,) for i in ids])
+    def undefer(self, ids: Sequence[int]) -> None:
+        self.executemany("DELETE FROM deferred WHERE id = ?", [(i,) for i in ids])
 
-    async def reject(self, rows: Iterable[tuple[Source, str, str, bytes | None]]) -> None:
+    def reject(self, rows: Iterable[tuple[Source, str, str, bytes | None]]) -> None:
         """Record items that cannot become memories: ``(source, stage, reason, value)``."""
         at = now_ms()
-        await self.executemany(
+        self.executemany(
             'INSERT OR IGNORE INTO rejected (topic, partition, "offset", seq, stage, reason, '
             "value, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(s.topic, s.partition, s.offset, s.seq, st, r, v, at) for s, st, r, v in rows],
         )
 
-    async def save_processor(
+    def save_processor(
         self,
         consumer: str,
         states: Mapping[str, bytes],
@@ -347,90 +401,215 @@ class Transaction:
         positions: Mapping[tuple[str, int], int],
     ) -> None:
         """The stream processor's changed baselines and counted positions."""
-        await self.executemany(
+        self.executemany(
             "INSERT OR REPLACE INTO processor_state (consumer, key, state) VALUES (?, ?, ?)",
             [(consumer, key, state) for key, state in states.items()],
         )
-        await self.executemany(
+        self.executemany(
             "DELETE FROM processor_state WHERE consumer = ? AND key = ?",
             [(consumer, key) for key in forgotten],
         )
-        await self.executemany(
+        self.executemany(
             'INSERT OR REPLACE INTO processor_positions (consumer, topic, partition, "offset") '
             "VALUES (?, ?, ?, ?)",
             [(consumer, t, p, o) for (t, p), o in positions.items()],
         )
 
-    async def save_aggregates(self, rows: Iterable[Sequence[Any]]) -> None:
+    def save_aggregates(self, rows: Iterable[Sequence[Any]]) -> None:
         """Upsert windows: ``(organization_id, user_id, event_type, window_start, window_ms,
         count, importance_sum, rate_per_s)``."""
-        await self.executemany(
+        self.executemany(
             "INSERT OR REPLACE INTO aggregates (organization_id, user_id, event_type, "
             "window_start, window_ms, count, importance_sum, rate_per_s) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
+    def save_published(self, position: int) -> None:
+        """How far ``memory_history`` has been produced to the log."""
+        self.db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'updates_published' AND CAST(value AS "
+            "INTEGER) < ?",
+            (str(position), position),
+        )
+
+
+class Transaction:
+    """One write transaction, used from the event loop (see ``MemoryStore.transaction``).
+
+    ``run(fn, *args)`` runs ``fn(writes, *args)`` in the writer thread: the way to do many
+    statements in one hop. ``later(fn, *args)`` queues such a call to run just before
+    ``COMMIT`` (in the same hop). The other methods are one-call shortcuts of
+    ``Writes``. ``BEGIN IMMEDIATE`` is sent with the first call, so a transaction that
+    does nothing costs nothing."""
+
+    def __init__(self, thread: SQLiteThread) -> None:
+        self._thread = thread
+        self._writes: Writes | None = None
+        self._later: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+
+    @property
+    def outbox_added(self) -> int:
+        return self._writes.outbox_added if self._writes is not None else 0
+
+    @property
+    def begun(self) -> bool:
+        return self._writes is not None
+
+    def _enter(self, db: sqlite3.Connection) -> Writes:
+        writes = self._writes
+        if writes is None:
+            db.execute("BEGIN IMMEDIATE")
+            writes = self._writes = Writes(db)
+        if self._later:
+            later, self._later = self._later, []
+            for fn, args in later:
+                fn(writes, *args)
+        return writes
+
+    def _call(self, db: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        return fn(self._enter(db), *args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(writes, *args)`` in the writer thread, inside this transaction."""
+        return await self._thread.call(self._call, fn, args)
+
+    def later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(writes, *args)`` to run with the next call, or before ``COMMIT``."""
+        self._later.append((fn, args))
+
+    def _commit(self, db: sqlite3.Connection) -> None:
+        if self._writes is None and not self._later:
+            return
+        self._enter(db)
+        db.execute("COMMIT")
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        self._later.clear()
+        # The connection may already have ended the transaction (a failed COMMIT).
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+        return await self.run(Writes.execute, sql, params)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self.run(Writes.executemany, sql, list(rows))
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self.run(Writes.fetchall, sql, params)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return await self.run(Writes.fetchone, sql, params)
+
+    async def insert_memories(self, memories: Sequence[Memory]) -> None:
+        await self.run(Writes.insert_memories, memories)
+
+    async def update_memory(self, memory: Memory) -> None:
+        await self.run(Writes.update_memory, memory)
+
+    async def delete_memory(self, memory_id: str) -> None:
+        await self.run(Writes.delete_memory, memory_id)
+
+    async def memory(self, *, organization_id: str, user_id: str, memory_id: str) -> Memory | None:
+        return await self.run(
+            functools.partial(
+                Writes.memory,
+                organization_id=organization_id,
+                user_id=user_id,
+                memory_id=memory_id,
+            )
+        )
+
+    async def by_hash(
+        self, *, organization_id: str, user_id: str, memory_type: str, hash: str
+    ) -> Memory | None:
+        return await self.run(
+            functools.partial(
+                Writes.by_hash,
+                organization_id=organization_id,
+                user_id=user_id,
+                memory_type=memory_type,
+                hash=hash,
+            )
+        )
+
+    async def record_history(self, changes: Sequence[Change], at: int) -> None:
+        await self.run(Writes.record_history, changes, at)
+
+    async def applied(self, sources: Sequence[Source]) -> set[Source]:
+        return await self.run(Writes.applied, sources)
+
+    async def mark_applied(self, rows: Iterable[tuple[Source, str | None]], at: int) -> None:
+        await self.run(Writes.mark_applied, list(rows), at)
+
+    async def save_offsets(self, consumer: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        await self.run(Writes.save_offsets, consumer, offsets)
+
+    async def add_outbox(self, rows: Iterable[tuple[str, bytes | None, bytes, str]]) -> int:
+        return await self.run(Writes.add_outbox, list(rows))
+
+    async def defer(self, rows: Iterable[tuple[str, Source, bytes]]) -> None:
+        await self.run(Writes.defer, list(rows))
+
+    async def undefer(self, ids: Sequence[int]) -> None:
+        await self.run(Writes.undefer, ids)
+
+    async def reject(self, rows: Iterable[tuple[Source, str, str, bytes | None]]) -> None:
+        await self.run(Writes.reject, list(rows))
+
 
 class MemoryStore:
-    """The memory database. ``open`` creates it when missing."""
+    """The memory database. ``open`` creates it when missing (or upgrades it)."""
 
     def __init__(self, path: Path, *, durability: Literal["process", "power"] = "process") -> None:
         self.path = path
         self.durability = durability
-        self._db: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._writer: SQLiteThread | None = None
+        self._reader: SQLiteThread | None = None
         self._tx_lock = asyncio.Lock()
         self.outbox_count = 0
-        """Rows waiting in the outbox (kept up to date by the pipeline)."""
+        """Records waiting to be produced: memory updates (history rows after the published
+        position) and outbox rows. Kept up to date by this process's transactions and the
+        publisher; writes of another process are counted when the publisher finds them."""
         self.on_transaction: Callable[[float], None] | None = None
         """Called with each committed write transaction's duration in seconds (metrics)."""
 
     @property
     def is_open(self) -> bool:
-        return self._db is not None
+        return self._writer is not None
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await self._connect()
-        for statement in STATEMENTS:
-            await self._db.execute(statement)
-        await self._db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
+        writer = SQLiteThread(
+            self.path, pragmas(self.durability, cache_kib=CACHE_KIB), name="memory-writer"
         )
-        rows = await self._db.execute_fetchall(
-            "SELECT value FROM meta WHERE key = 'schema_version'"
-        )
-        version = int(next(iter(rows))[0])
-        if version != SCHEMA_VERSION:
+        await writer.open()
+        try:
+            await writer.call(_create_or_upgrade, self.path)
+            self._writer = writer
+            self._reader = SQLiteThread(self.path, pragmas(self.durability), name="memory-reader")
+            await self._reader.open()
+            (pending,) = await writer.call(_fetchone, _PENDING_COUNT)
+        except BaseException:
             await self.close()
-            raise RuntimeError(
-                f"{self.path} has memory schema version {version}; this version of the "
-                f"pipeline uses {SCHEMA_VERSION}. Use a matching release or a new data directory."
-            )
-        self._reader = await self._connect()
-        rows = await self._db.execute_fetchall("SELECT count(*) FROM outbox")
-        self.outbox_count = int(next(iter(rows))[0])
-
-    async def _connect(self) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in pragmas(self.durability):
-            await db.execute(pragma)
-        return db
+            await writer.close()
+            raise
+        self.outbox_count = int(pending)
 
     async def close(self) -> None:
-        for db in (self._reader, self._db):
-            if db is not None:
-                await db.close()
-        self._db = self._reader = None
+        for thread in (self._reader, self._writer):
+            if thread is not None:
+                await thread.close()
+        self._writer = self._reader = None
 
-    def _writer(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def _write_thread(self) -> SQLiteThread:
+        if self._writer is None:
             raise RuntimeError(f"the memory store {self.path} is not open; call open() first")
-        return self._db
+        return self._writer
 
-    def _read(self) -> aiosqlite.Connection:
+    def _read_thread(self) -> SQLiteThread:
         if self._reader is None:
             raise RuntimeError(f"the memory store {self.path} is not open; call open() first")
         return self._reader
@@ -438,25 +617,23 @@ class MemoryStore:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """One write transaction: committed when the block ends, rolled back on error."""
-        db = self._writer()
+        thread = self._write_thread()
         async with self._tx_lock:
             started = time.perf_counter()
-            await db.execute("BEGIN IMMEDIATE")
-            tx = Transaction(db)
+            tx = Transaction(thread)
             try:
                 yield tx
+                await thread.call(tx._commit)
             except BaseException:
-                # The connection may already have ended the transaction (a failed COMMIT).
                 with contextlib.suppress(Exception):
-                    await db.execute("ROLLBACK")
+                    await thread.call(tx._rollback)
                 raise
-            await db.execute("COMMIT")
             self.outbox_count += tx.outbox_added
-            if self.on_transaction is not None:
+            if self.on_transaction is not None and tx.begun:
                 self.on_transaction(time.perf_counter() - started)
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return list(await self._read().execute_fetchall(sql, params))
+        return await self._read_thread().call(_fetchall, sql, params)
 
     # -- query functions (tenancy required) -----------------------------------------------------
 
@@ -603,6 +780,31 @@ class MemoryStore:
         rows = await self._fetch("SELECT agent, count(*) FROM deferred GROUP BY agent")
         return {a: int(n) for a, n in rows}
 
+    async def recheck_horizon(self) -> dict[tuple[str, int], int]:
+        """Per partition, one past the highest offset applied or deferred (see
+        ``Progress.may_be_applied``)."""
+        rows = await self._fetch(
+            'SELECT topic, partition, max("offset") + 1 FROM (SELECT topic, partition, "offset" '
+            'FROM applied UNION ALL SELECT topic, partition, "offset" FROM deferred) '
+            "GROUP BY topic, partition"
+        )
+        return {(t, p): int(o) for t, p, o in rows}
+
+    async def published_position(self) -> int:
+        """The last ``memory_history`` id produced to the log."""
+        rows = await self._fetch("SELECT value FROM meta WHERE key = 'updates_published'")
+        return int(rows[0][0]) if rows else 0
+
+    async def pending_updates(self, after: int, limit: int) -> list[HistoryRow]:
+        """History rows after id ``after``, oldest first: the memory updates to produce."""
+        rows = await self._fetch(
+            "SELECT id, memory_id, organization_id, user_id, memory_type, version, op, content, "
+            "importance, changed_at, source_topic, source_partition, source_offset, agent_id "
+            "FROM memory_history WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [HistoryRow(*row) for row in rows]
+
     async def outbox_batch(self, limit: int) -> list[tuple[int, str, bytes | None, bytes, str]]:
         rows = await self._fetch(
             "SELECT id, topic, key, value, idempotency_key FROM outbox ORDER BY id LIMIT ?",
@@ -617,3 +819,48 @@ class MemoryStore:
 
 
 _SEARCH_WORDS = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+_PENDING_COUNT = (
+    "SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM memory_history WHERE id > "
+    "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'updates_published'))"
+)
+
+
+def _fetchall(db: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    return db.execute(sql, params).fetchall()
+
+
+def _fetchone(db: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    return db.execute(sql, params).fetchone()
+
+
+def _create_or_upgrade(db: sqlite3.Connection, path: Path) -> None:
+    """Create the schema, or bring an older one up to ``SCHEMA_VERSION``, in one
+    transaction (a second process opening the file meanwhile waits for it)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = SCHEMA_VERSION if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{path} has memory schema version {version}; this version of the pipeline "
+                f"uses {SCHEMA_VERSION}. Use a matching release or a new data directory."
+            )
+        while version < SCHEMA_VERSION:
+            for statement in MIGRATIONS[version]:
+                db.execute(statement)
+            version += 1
+        for statement in STATEMENTS:
+            db.execute(statement)
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('updates_published', '0')")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

@@ -17,6 +17,7 @@ from agents.memory.procedural import ProceduralAgent
 from agents.memory.semantic import SemanticAgent
 from agents.memory.working import WorkingAgent
 from agents.store.sqlite import Change, now_ms
+from agents.updates import OutboxRow, history_update_row
 from agents.work import MemoryWork
 
 NOW = 1_763_000_100_000
@@ -227,8 +228,8 @@ async def test_core_editing_api(store: MemoryStore) -> None:
     # Edits are published like any change, and kept in the history.
     history = await store.history(organization_id=ORG, user_id="alice", memory_id=block.id)
     assert [h.op for h in history] == ["created", "updated", "updated"]
-    rows = await store.outbox_batch(100)
-    assert [json.loads(r[3])["payload"]["op"] for r in rows] == [
+    rows = await pending_updates(store)
+    assert [json.loads(r[2])["payload"]["op"] for r in rows] == [
         "created",
         "updated",
         "updated",
@@ -389,14 +390,19 @@ async def test_procedural_patterns_are_per_agent_and_skip_failures(store: Memory
     assert not [c for c in changes if c.memory.metadata["kind"] == "pattern"]
 
 
+async def pending_updates(store: MemoryStore) -> list[OutboxRow]:
+    """The memory updates waiting to be produced, as the publisher will produce them."""
+    return [history_update_row(r, "memory-updates") for r in await store.pending_updates(0, 100)]
+
+
 async def test_changes_are_recorded_for_publishing(store: MemoryStore) -> None:
     agent = EpisodicAgent(PipelineConfig(), store)
     changes = await apply(
         store, agent, work("opened settings", "episodic", offset=5, event_id="ev-1")
     )
-    rows = await store.outbox_batch(10)
+    rows = await pending_updates(store)
     assert len(rows) == 1 and store.outbox_count == 1
-    _, topic, key, value, idempotency_key = rows[0]
+    topic, key, value, idempotency_key = rows[0]
     envelope = json.loads(value)
     memory = changes[0].memory
     assert (topic, key, idempotency_key) == ("memory-updates", b"alice", f"{memory.id}:1:created")

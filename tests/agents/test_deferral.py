@@ -16,7 +16,7 @@ from agents.memory.base import Applied
 from agents.memory.episodic import EpisodicAgent
 from agents.pipeline.lanes import AgentLane
 from agents.pipeline.progress import Progress
-from agents.store.sqlite import Transaction
+from agents.store.sqlite import Writes
 from agents.work import MemoryWork
 from gateway.streamlog.embedded import EmbeddedLog
 from gateway.streamlog.interface import Record
@@ -102,10 +102,10 @@ async def test_deferred_items_survive_a_restart(
 class FragileAgent(EpisodicAgent):
     """An agent with a defect: it cannot handle one particular text."""
 
-    async def apply(self, tx: Transaction, items: Sequence[MemoryWork], now: int) -> list[Applied]:
+    def apply_sync(self, tx: Writes, items: Sequence[MemoryWork], now: int) -> list[Applied]:
         if any(item.content == "boom" for item in items):
             raise ValueError("cannot handle boom")
-        return await super().apply(tx, items, now)
+        return super().apply_sync(tx, items, now)
 
 
 async def test_an_item_the_agent_fails_on_is_rejected_and_the_rest_applied(
