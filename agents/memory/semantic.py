@@ -98,19 +98,24 @@ class SemanticAgent(MemoryAgent):
     ) -> tuple[Memory | None, float]:
         if not vector:
             return None, 0.0
-        candidates = tx.recent(
+        candidates = tx.recent_embeddings(
             organization_id=item.organization_id,
             user_id=item.user_id,
             memory_type="semantic",
             limit=self.config.semantic_candidates,
         )
-        best: Memory | None = None
+        best: str | None = None
         best_score = 0.0
-        for candidate in candidates:
-            score = cosine(vector, unpack(candidate.embedding))
+        for candidate_id, embedding in candidates:
+            score = cosine(vector, unpack(embedding))
             if score > best_score:
-                best, best_score = candidate, score
-        return best, best_score
+                best, best_score = candidate_id, score
+        if best is None:
+            return None, 0.0
+        memory = tx.memory(
+            organization_id=item.organization_id, user_id=item.user_id, memory_id=best
+        )
+        return memory, best_score
 
     def _reinforce(
         self, memory: Memory, item: MemoryWork, now: int, source: Source | None

@@ -6,10 +6,12 @@ queue of memory updates to publish) and the consumer offsets together.
 
 Every index costs each insert a B-tree write, so only indexes some query uses exist
 (the queries are in ``agents/store/sqlite.py``, ``agents/store/filters.py`` and the
-agents). New rows reach the full-text index through ``Writes.insert_memories`` in one
-statement per batch, not through an insert trigger: FTS5 flushes its pending terms at
-each statement a trigger runs, which made every insert write a tiny segment (2.5 times
-the cost of the batched insert).
+agents). The full-text index is kept in step by ``Writes`` (``insert_memories`` indexes
+a batch in one statement, ``update_memory`` and ``delete_memory`` remove the old text),
+not by triggers: FTS5 flushes its pending terms at each statement a trigger runs, so
+every triggered insert or update wrote and merged a tiny segment (about 100 µs each,
+against 10 to 16 µs done explicitly). Memories are therefore written only through
+``MemoryStore`` transactions; a manual ``INSERT`` would not be searchable.
 """
 
 from __future__ import annotations
@@ -87,21 +89,14 @@ STATEMENTS = (
         agent_id TEXT,
         UNIQUE (memory_id, version, op)
     )""",
-    # Keyword search over current contents: inserts are indexed by ``insert_memories``,
-    # updates of the content and deletes by these triggers.
+    # Keyword search over current contents, kept in step by ``Writes`` (insert, update and
+    # delete of memories), not by triggers: see the module docstring.
     "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5("
     "content, content='memories', content_rowid='rowid', "
     "tokenize='unicode61 remove_diacritics 2')",
     # Per-term document counts of the index (a view over it, stores nothing): search
     # treats terms found in a large share of memories as stopwords.
     "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts_vocab USING fts5vocab(memories_fts, 'row')",
-    "CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN "
-    "INSERT INTO memories_fts (memories_fts, rowid, content) "
-    "VALUES ('delete', old.rowid, old.content); END",
-    "CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE OF content ON memories "
-    "BEGIN INSERT INTO memories_fts (memories_fts, rowid, content) "
-    "VALUES ('delete', old.rowid, old.content); "
-    "INSERT INTO memories_fts (rowid, content) VALUES (new.rowid, new.content); END",
     # One row per source (record output) applied: the idempotency check. Rows below the
     # committed offset are pruned, since those records are never read again.
     """CREATE TABLE IF NOT EXISTS applied (
@@ -209,6 +204,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # was written before the upgrade was queued in ``outbox`` and is published from there).
     1: (
         "DROP TRIGGER IF EXISTS memories_fts_insert",
+        "DROP TRIGGER IF EXISTS memories_fts_update",
+        "DROP TRIGGER IF EXISTS memories_fts_delete",
         "DROP INDEX IF EXISTS memories_hash",
         "DROP INDEX IF EXISTS memory_history_tenant",
         "ALTER TABLE memory_history ADD COLUMN agent_id TEXT",

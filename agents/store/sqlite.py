@@ -191,6 +191,7 @@ class Change(msgspec.Struct, frozen=True):
 _SELECT = f"SELECT {MEMORY_COLUMNS} FROM memories"
 _INSERT = f"INSERT INTO memories ({MEMORY_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 _FTS_ONE = "INSERT INTO memories_fts (rowid, content) VALUES (?, ?)"
+_FTS_DELETE = "INSERT INTO memories_fts (memories_fts, rowid, content) VALUES ('delete', ?, ?)"
 _FTS_AFTER = (
     "INSERT INTO memories_fts (rowid, content) SELECT rowid, content FROM memories WHERE rowid > ?"
 )
@@ -250,12 +251,25 @@ class Writes:
         db.execute(_FTS_AFTER, (top,))
 
     def update_memory(self, memory: Memory) -> None:
+        db = self.db
+        old = db.execute(
+            "SELECT rowid, content FROM memories WHERE id = ?", (memory.id,)
+        ).fetchone()
         row = memory.row()
         # Every column but id, tenancy, memory_type, created_at and access_count.
-        self.db.execute(_UPDATE, (*row[3:5], *row[6:12], *row[13:16], *row[17:], memory.id))
+        db.execute(_UPDATE, (*row[3:5], *row[6:12], *row[13:16], *row[17:], memory.id))
+        if old is not None and old[1] != memory.content:
+            db.execute(_FTS_DELETE, old)
+            db.execute(_FTS_ONE, (old[0], memory.content))
 
     def delete_memory(self, memory_id: str) -> None:
-        self.db.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
+        db = self.db
+        old = db.execute(
+            "SELECT rowid, content FROM memories WHERE id = ?", (memory_id,)
+        ).fetchone()
+        if old is not None:
+            db.execute("DELETE FROM memories WHERE rowid = ?", (old[0],))
+            db.execute(_FTS_DELETE, old)
 
     def memory(self, *, organization_id: str, user_id: str, memory_id: str) -> Memory | None:
         row = self.fetchone(
@@ -287,15 +301,16 @@ class Writes:
         )
         return memory_from_row(row) if row else None
 
-    def recent(
+    def recent_embeddings(
         self, *, organization_id: str, user_id: str, memory_type: str, limit: int
-    ) -> list[Memory]:
-        rows = self.fetchall(
-            _SELECT + " WHERE organization_id = ? AND user_id = ? AND memory_type = ? "
-            "ORDER BY updated_at DESC LIMIT ?",
+    ) -> list[tuple[str, bytes | None]]:
+        """``(id, embedding)`` of this user's ``limit`` most recently updated memories of a
+        type: what near-duplicate detection compares, without decoding whole rows."""
+        return self.fetchall(
+            "SELECT id, embedding FROM memories WHERE organization_id = ? AND user_id = ? "
+            "AND memory_type = ? ORDER BY updated_at DESC LIMIT ?",
             (organization_id, user_id, memory_type, limit),
         )
-        return [memory_from_row(r) for r in rows]
 
     def record_history(self, changes: Sequence[Change], at: int) -> None:
         """Append the changes to ``memory_history``; each row is also a memory update
