@@ -37,6 +37,10 @@ class IndexerStats:
         self.indexed = 0
         self.deleted = 0
         self.last_lag_s = 0.0
+        self.embed_s = 0.0
+        """Seconds spent embedding texts (what a rebuild costs besides the index)."""
+        self.write_s = 0.0
+        """Seconds spent in the index's upserts and deletes."""
 
 
 class VectorIndexer:
@@ -156,11 +160,17 @@ class VectorIndexer:
                 texts.append(m.content)
         gone = sorted(set(memory_ids) - {p.memory_id for p in present})
         if present:
+            started = time.perf_counter()
             vectors = await asyncio.to_thread(self.embedder.embed, texts)
+            embedded = time.perf_counter()
             await self.index.upsert(present, vectors)
+            self.stats.embed_s += embedded - started
+            self.stats.write_s += time.perf_counter() - embedded
             self.stats.indexed += len(present)
         if gone:
+            started = time.perf_counter()
             await self.index.delete(gone)
+            self.stats.write_s += time.perf_counter() - started
             self.stats.deleted += len(gone)
 
     async def _save_position(self) -> None:

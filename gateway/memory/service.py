@@ -432,8 +432,9 @@ class MemoryService:
         vector: list[tuple[str, float]] = []
         if self.index is not None and self.embedder is not None:
             embedder = self.embedder
-            if isinstance(self.index, ExactIndex) and embedder.name.startswith("hashed"):
-                qvec = embedder.embed([query])[0]  # microseconds: no thread hop
+            if self.index.in_process and embedder.name.startswith("hashed"):
+                # Microseconds, and the search itself runs here: no thread hop.
+                qvec = embedder.embed([query])[0]
             else:
                 qvec = (await asyncio.to_thread(embedder.embed, [query]))[0]
             try:

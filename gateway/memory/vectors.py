@@ -7,23 +7,30 @@ refused with ``VectorIndexMismatch`` rather than searched with incomparable vect
 
 Each point carries the memory's id and the fields the filter grammar
 (``agents.store.filters.MemoryFilter``) tests: organization, user, agent, session, memory
-type, importance, creation time. ``search`` applies the filter's tenancy and fields in
-the index; the service hydrates the hits from SQLite with the same filter again, so a
-stale point can never surface a memory the caller may not see.
+type, importance, creation time, expiry. ``search`` applies the filter's tenancy and
+fields in the index; the service hydrates the hits from SQLite with the same filter
+again, so a stale point can never surface a memory the caller may not see.
 
-- ``QdrantIndex`` (``qdrant``): ``qdrant-client``; embedded local mode under
-  ``<data_dir>/qdrant`` by default, a Qdrant server when a URL is given. Local mode is
-  plain Python and NumPy: every filtered query walks every point's payload in Python
-  (measured: 0.4 s unfiltered and 4 s filtered per query at 100,000 points), and one
-  process at a time may open the directory. It suits development and small data; use a
-  Qdrant server (``AGENTMEM_MEMORY_QDRANT_URL``) or ``exact`` beyond ~10,000 memories.
-- ``ExactIndex`` (``exact``): vectors in ``<data_dir>/vectors/<collection>.sqlite3``,
-  held in memory per organization as one float32 matrix; a search is one matrix-vector
-  product over the organization's rows and a NumPy mask for the filter. Exact (no
-  approximate recall loss); memory is ``dim * 4`` bytes per memory (1 KiB with the default
-  embedder).
+- ``QdrantIndex`` (``qdrant``, the default) through ``qdrant-client``:
 
-Calls are blocking and run in a worker thread (``asyncio.to_thread``), one at a time.
+  - **server** (a URL is given): points are written to and searched by the server, with
+    payload indexes on organization, user, agent, type, creation time and importance;
+    the tenancy is a filter of every query.
+  - **local mode** (the default: ``<data_dir>/qdrant``): qdrant-client's embedded mode is
+    plain Python; it evaluates a query's payload filter point by point in Python (4 s a
+    query at 100,000 points). So the local collection is the *durable copy* of the
+    points, written on every change and read back at open, and queries are answered by
+    ``TenantMatrices`` (``gateway.memory.matrices``), an in-process copy of the vectors
+    per organization and user kept in step with it: a user's search multiplies that
+    user's rows only. Memory: the vectors twice (qdrant-client holds its own copy).
+    One process at a time may open the directory.
+
+- ``ExactIndex`` (``exact``): the same ``TenantMatrices``, persisted in a SQLite file of
+  its own, ``<data_dir>/vectors/<collection>.sqlite3``; no Qdrant at all.
+
+Writes are blocking and run in a worker thread (``asyncio.to_thread``), one at a time.
+Searches of the in-process matrices run on the event loop when they multiply fewer than
+``INLINE_ROWS`` rows (about a millisecond), in a worker thread beyond.
 """
 
 from __future__ import annotations
@@ -34,16 +41,31 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from agents.store.filters import MemoryFilter
 from agents.store.sqlite import now_ms
+from gateway.memory.matrices import TenantMatrices
+
+logger = structlog.get_logger(__name__)
+
+INLINE_ROWS = 20_000
+"""A product over this many rows takes about a millisecond: beyond, a worker thread."""
+
+LOAD_CHUNK = 10_000
+"""Points read per ``scroll`` when local mode's collection is loaded at open."""
+
+# Local mode warns above 20,000 points because its own search walks every point in
+# Python; this index answers local queries from its matrices, so the warning misleads.
+warnings.filterwarnings("ignore", message="Local mode is not recommended", category=UserWarning)
 
 
 class VectorIndexMismatch(RuntimeError):
@@ -81,6 +103,8 @@ class VectorIndex(Protocol):
     collection: str
     model: str
     dim: int
+    in_process: bool
+    """Searches are NumPy work in this process (no I/O): callers may skip thread hops."""
 
     async def open(self) -> bool:
         """Open or create the collection; True when it was created now (empty)."""
@@ -119,6 +143,19 @@ def _check(
         )
 
 
+async def _search_matrices(
+    matrices: TenantMatrices, vector: npt.NDArray[np.float32], flt: MemoryFilter, limit: int
+) -> list[tuple[str, float]]:
+    if not np.any(vector):
+        return []
+    rows = matrices.rows(flt)
+    if rows == 0:
+        return []
+    if rows < INLINE_ROWS:
+        return matrices.search(vector, flt, limit, now_ms())
+    return await asyncio.to_thread(matrices.search, vector, flt, limit, now_ms())
+
+
 # -- Qdrant --------------------------------------------------------------------------------------
 
 
@@ -144,6 +181,10 @@ class QdrantIndex:
         self.url = url
         self.api_key = api_key
         self.collection = collection_name(model)
+        self.in_process = url is None
+        # Local mode: the queries' copy of the points (the collection is the durable one).
+        self._matrices = TenantMatrices(dim) if url is None else None
+        self._storage: sqlite3.Connection | None = None
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -204,6 +245,10 @@ class QdrantIndex:
                         ("importance", models.PayloadSchemaType.FLOAT),
                     ):
                         client.create_payload_index(self.collection, field, schema)
+            if self._matrices is not None:
+                self._storage = _local_storage(client, self.collection)
+                if not created:
+                    self._load(client)
         except VectorIndexMismatch:
             client.close()
             raise
@@ -213,9 +258,46 @@ class QdrantIndex:
         self._client = client
         return created
 
+    def _load(self, client: Any) -> None:
+        """Local mode: every point of the collection into the matrices.
+
+        qdrant-client has read the whole collection into memory when it opened it; its
+        arrays are copied from there when they are laid out as expected, else the points
+        are read through ``scroll`` (the same result, about twice the time at open)."""
+        assert self._matrices is not None
+        loaded = _local_points(client, self.collection, self.dim)
+        chunks = [loaded] if loaded is not None else self._scroll(client)
+        for payloads, vectors in chunks:
+            try:
+                points = [msgspec.convert(p, VectorPoint) for p in payloads]
+            except msgspec.ValidationError as exc:
+                raise VectorIndexUnavailable(
+                    f"collection {self.collection!r} in {self.where} holds a point that is not "
+                    f"a memory's ({exc}); delete the collection to rebuild it from the memory "
+                    "database"
+                ) from None
+            self._matrices.put_many(points, vectors)
+
+    def _scroll(self, client: Any) -> Iterator[tuple[list[Any], npt.NDArray[np.float32]]]:
+        offset: Any = None
+        while True:
+            records, offset = client.scroll(
+                self.collection,
+                limit=LOAD_CHUNK,
+                offset=offset,
+                with_payload=True,
+                with_vectors=True,
+            )
+            if records:
+                vectors = np.asarray([r.vector for r in records], dtype=np.float32)
+                yield [r.payload for r in records], vectors
+            if offset is None:
+                return
+
     async def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
+            self._storage = None
             await asyncio.to_thread(client.close)
 
     def _c(self) -> Any:
@@ -233,7 +315,7 @@ class QdrantIndex:
             vectors=vectors.tolist(),
             payloads=[msgspec.structs.asdict(p) for p in points],
         )
-        await asyncio.to_thread(self._locked, "upsert", self.collection, batch, wait=True)
+        await asyncio.to_thread(self._write, "upsert", batch, points, vectors)
 
     async def delete(self, memory_ids: Sequence[str]) -> None:
         if not memory_ids:
@@ -241,31 +323,102 @@ class QdrantIndex:
         from qdrant_client import models
 
         selector = models.PointIdsList(points=[point_uuid(m) for m in memory_ids])
-        await asyncio.to_thread(self._locked, "delete", self.collection, selector, wait=True)
+        await asyncio.to_thread(self._write, "delete", selector, memory_ids, None)
 
-    def _locked(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _write(
+        self,
+        method: str,
+        argument: Any,
+        subjects: Sequence[Any],
+        vectors: npt.NDArray[np.float32] | None,
+    ) -> None:
         with self._lock:
-            return getattr(self._c(), method)(*args, **kwargs)
+            getattr(self._c(), method)(self.collection, argument, wait=True)
+            if self._storage is not None:
+                # The batch reaches the disk before the caller moves on (see _local_storage).
+                self._storage.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            # The matrices follow the durable copy only once it is written.
+            if self._matrices is not None:
+                if vectors is not None:
+                    self._matrices.put_many(subjects, vectors)
+                else:
+                    self._matrices.remove_many(subjects)
 
     async def search(
         self, vector: npt.NDArray[np.float32], flt: MemoryFilter, limit: int
     ) -> list[tuple[str, float]]:
+        if self._matrices is not None:
+            self._c()
+            return await _search_matrices(self._matrices, vector, flt, limit)
         if not np.any(vector):
             return []
-        response = await asyncio.to_thread(
-            self._locked,
-            "query_points",
-            self.collection,
-            query=vector.tolist(),
-            query_filter=qdrant_filter(flt),
-            limit=limit,
-            with_payload=["memory_id"],
-        )
+        response = await asyncio.to_thread(self._query, vector.tolist(), qdrant_filter(flt), limit)
         return [(str(p.payload["memory_id"]), float(p.score)) for p in response.points]
 
+    def _query(self, vector: list[float], query_filter: Any, limit: int) -> Any:
+        with self._lock:
+            return self._c().query_points(
+                self.collection,
+                query=vector,
+                query_filter=query_filter,
+                limit=limit,
+                with_payload=["memory_id"],
+            )
+
     async def count(self) -> int:
-        result = await asyncio.to_thread(self._locked, "count", self.collection, exact=True)
-        return int(result.count)
+        def count() -> int:
+            with self._lock:
+                return int(self._c().count(self.collection, exact=True).count)
+
+        return await asyncio.to_thread(count)
+
+
+def _local_storage(client: Any, collection: str) -> sqlite3.Connection | None:
+    """The SQLite connection local mode writes ``collection``'s points with, made fast.
+
+    Local mode commits every point on its own in SQLite's default rollback-journal mode
+    with full syncs: two fsyncs per point (~1 ms each on the benchmark machine, so
+    100,000 points take minutes). In WAL mode with ``synchronous=NORMAL`` a commit is a
+    write to the log, and ``_write`` checkpoints after each batch, which syncs the log
+    and the file: the batch is on disk before the indexer records its position, as
+    before. qdrant-client has no setting for this, so the connection is reached through
+    its local-mode objects; when another version lays them out differently, points are
+    written at the slower default and nothing else changes."""
+    local = getattr(client, "_client", None)
+    found = getattr(local, "collections", {}).get(collection)
+    storage = getattr(getattr(found, "storage", None), "storage", None)
+    if not isinstance(storage, sqlite3.Connection):
+        logger.warning(
+            "qdrant_local_storage_not_found",
+            collection=collection,
+            effect="points are written with a sync per point (slow beyond ~10,000)",
+        )
+        return None
+    storage.execute("PRAGMA journal_mode=WAL")
+    storage.execute("PRAGMA synchronous=NORMAL")
+    return storage
+
+
+def _local_points(
+    client: Any, collection: str, dim: int
+) -> tuple[list[Any], npt.NDArray[np.float32]] | None:
+    """The payloads and vectors of a local-mode collection's live points, from the arrays
+    qdrant-client keeps in memory; ``None`` when they are not laid out as expected."""
+    found = getattr(getattr(client, "_client", None), "collections", {}).get(collection)
+    vectors = getattr(found, "vectors", {}).get("")
+    payloads = getattr(found, "payload", None)
+    deleted = getattr(found, "deleted", None)
+    if not (
+        isinstance(vectors, np.ndarray)
+        and vectors.ndim == 2
+        and vectors.shape[1] == dim
+        and isinstance(payloads, list)
+        and isinstance(deleted, np.ndarray)
+        and len(deleted) == len(payloads) <= len(vectors)
+    ):
+        return None
+    live = np.flatnonzero(~deleted.astype(bool))
+    return [payloads[i] for i in live], vectors[live].astype(np.float32)
 
 
 def qdrant_filter(flt: MemoryFilter, now: int | None = None) -> Any:
@@ -316,117 +469,11 @@ def qdrant_filter(flt: MemoryFilter, now: int | None = None) -> Any:
 # -- exact ---------------------------------------------------------------------------------------
 
 
-class _Block:
-    """One user's vectors: a growing float32 matrix and parallel field arrays."""
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self.size = 0
-        self.matrix = np.zeros((64, dim), dtype=np.float32)
-        self.ids: list[str] = []
-        self.rows: dict[str, int] = {}
-        self.points: list[VectorPoint] = []
-        self.user = np.zeros(64, dtype=np.int64)
-        self.agent = np.zeros(64, dtype=np.int64)
-        self.session = np.zeros(64, dtype=np.int64)
-        self.mtype = np.zeros(64, dtype=np.int64)
-        self.importance = np.zeros(64, dtype=np.float32)
-        self.created = np.zeros(64, dtype=np.int64)
-        self.expires = np.zeros(64, dtype=np.int64)
-        self.codes: dict[str | None, int] = {None: 0}
-
-    def code(self, value: str | None) -> int:
-        found = self.codes.get(value)
-        if found is None:
-            found = self.codes[value] = len(self.codes)
-        return found
-
-    def _grow(self) -> None:
-        capacity = len(self.matrix) * 2
-        self.matrix = np.resize(self.matrix, (capacity, self.dim))
-        for name in ("user", "agent", "session", "mtype", "importance", "created", "expires"):
-            setattr(self, name, np.resize(getattr(self, name), capacity))
-
-    def put(self, point: VectorPoint, vector: npt.NDArray[np.float32]) -> None:
-        row = self.rows.get(point.memory_id)
-        if row is None:
-            if self.size == len(self.matrix):
-                self._grow()
-            row = self.size
-            self.size += 1
-            self.rows[point.memory_id] = row
-            self.ids.append(point.memory_id)
-            self.points.append(point)
-        else:
-            self.points[row] = point
-        self.matrix[row] = vector
-        self.user[row] = self.code(point.user_id)
-        self.agent[row] = self.code(point.agent_id)
-        self.session[row] = self.code(point.session_id)
-        self.mtype[row] = self.code(point.memory_type)
-        self.importance[row] = point.importance
-        self.created[row] = point.created_at
-        self.expires[row] = point.expires_at if point.expires_at is not None else 2**62
-
-    def remove(self, memory_id: str) -> None:
-        row = self.rows.pop(memory_id, None)
-        if row is None:
-            return
-        last = self.size - 1
-        if row != last:
-            # The last row moves into the hole.
-            moved = self.ids[last]
-            self.rows[moved] = row
-            self.ids[row] = moved
-            self.points[row] = self.points[last]
-            self.matrix[row] = self.matrix[last]
-            for name in ("user", "agent", "session", "mtype", "importance", "created", "expires"):
-                array = getattr(self, name)
-                array[row] = array[last]
-        self.ids.pop()
-        self.points.pop()
-        self.size = last
-
-    def mask(self, flt: MemoryFilter, now: int) -> npt.NDArray[np.bool_] | None:
-        """Rows admitted by ``flt`` (None: every row); an unknown value admits none."""
-        n = self.size
-        mask: npt.NDArray[np.bool_] | None = None
-
-        def both(condition: npt.NDArray[np.bool_]) -> None:
-            nonlocal mask
-            mask = condition if mask is None else mask & condition
-
-        for array, value in (
-            (self.user, flt.user_id),
-            (self.agent, flt.agent_id),
-            (self.session, flt.session_id),
-        ):
-            if value is not None:
-                code = self.codes.get(value)
-                if code is None:
-                    return np.zeros(n, dtype=bool)
-                both(array[:n] == code)
-        if flt.memory_types:
-            codes = [self.codes[t] for t in flt.memory_types if t in self.codes]
-            both(np.isin(self.mtype[:n], codes))
-        if flt.min_importance is not None:
-            both(self.importance[:n] >= flt.min_importance)
-        if flt.created_after is not None:
-            both(self.created[:n] >= flt.created_after)
-        if flt.created_before is not None:
-            both(self.created[:n] < flt.created_before)
-        if not flt.include_expired:
-            both(self.expires[:n] > now)
-        return mask
-
-
 class ExactIndex:
-    """Exact cosine search in process; vectors persisted in a SQLite file of their own.
-
-    Vectors are held per organization and user (one matrix each), so a user's search
-    reads that user's rows only and an organization-wide search each of its users'."""
+    """Exact cosine search in process; vectors persisted in a SQLite file of their own."""
 
     backend = "exact"
+    in_process = True
 
     def __init__(self, model: str, dim: int, *, directory: Path) -> None:
         self.model = model
@@ -434,8 +481,7 @@ class ExactIndex:
         self.collection = collection_name(model)
         self.path = directory / f"{self.collection}.sqlite3"
         self._db: sqlite3.Connection | None = None
-        self._blocks: dict[str, dict[str, _Block]] = {}
-        self._owner: dict[str, tuple[str, str]] = {}
+        self._matrices = TenantMatrices(dim)
         self._lock = threading.Lock()
 
     async def open(self) -> bool:
@@ -469,26 +515,11 @@ class ExactIndex:
                 db.close()
                 raise
         decoder = msgspec.msgpack.Decoder(VectorPoint)
-        for _, point, vector in db.execute("SELECT memory_id, point, vector FROM vectors"):
-            self._put(decoder.decode(point), np.frombuffer(vector, dtype=np.float32))
+        with self._matrices.lock:
+            for _, point, vector in db.execute("SELECT memory_id, point, vector FROM vectors"):
+                self._matrices.put(decoder.decode(point), np.frombuffer(vector, dtype=np.float32))
         self._db = db
         return created
-
-    def _put(self, point: VectorPoint, vector: npt.NDArray[np.float32]) -> None:
-        owner = (point.organization_id, point.user_id)
-        if self._owner.get(point.memory_id, owner) != owner:
-            self._remove(point.memory_id)
-        users = self._blocks.setdefault(point.organization_id, {})
-        block = users.get(point.user_id)
-        if block is None:
-            block = users[point.user_id] = _Block(self.dim)
-        block.put(point, vector)
-        self._owner[point.memory_id] = owner
-
-    def _remove(self, memory_id: str) -> None:
-        owner = self._owner.pop(memory_id, None)
-        if owner is not None:
-            self._blocks[owner[0]][owner[1]].remove(memory_id)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -506,19 +537,19 @@ class ExactIndex:
 
     def _upsert(self, points: Sequence[VectorPoint], vectors: npt.NDArray[np.float32]) -> None:
         encoder = msgspec.msgpack.Encoder()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._lock:
             db = self._conn()
             db.execute("BEGIN")
             db.executemany(
                 "INSERT OR REPLACE INTO vectors (memory_id, point, vector) VALUES (?, ?, ?)",
                 [
-                    (p.memory_id, encoder.encode(p), vectors[i].astype(np.float32).tobytes())
+                    (p.memory_id, encoder.encode(p), vectors[i].tobytes())
                     for i, p in enumerate(points)
                 ],
             )
             db.execute("COMMIT")
-            for i, p in enumerate(points):
-                self._put(p, vectors[i])
+            self._matrices.put_many(points, vectors)
 
     async def delete(self, memory_ids: Sequence[str]) -> None:
         if memory_ids:
@@ -528,56 +559,13 @@ class ExactIndex:
         with self._lock:
             db = self._conn()
             db.executemany("DELETE FROM vectors WHERE memory_id = ?", [(m,) for m in memory_ids])
-            for memory_id in memory_ids:
-                self._remove(memory_id)
+            self._matrices.remove_many(memory_ids)
 
     async def search(
         self, vector: npt.NDArray[np.float32], flt: MemoryFilter, limit: int
     ) -> list[tuple[str, float]]:
-        users = self._blocks.get(flt.organization_id)
-        if not users or not np.any(vector):
-            return []
-        if flt.user_id is not None:
-            block = users.get(flt.user_id)
-            blocks = [block] if block is not None else []
-        else:
-            blocks = list(users.values())
-        rows = sum(b.size for b in blocks)
-        if rows == 0:
-            return []
-        # A product over ~20,000 rows takes about a millisecond: beyond, a worker thread.
-        if rows < 20_000:
-            return self._search(blocks, vector, flt, limit)
-        return await asyncio.to_thread(self._search, blocks, vector, flt, limit)
-
-    def _search(
-        self,
-        blocks: list[_Block],
-        vector: npt.NDArray[np.float32],
-        flt: MemoryFilter,
-        limit: int,
-    ) -> list[tuple[str, float]]:
-        now = now_ms()
-        found: list[tuple[str, float]] = []
-        with self._lock:
-            for block in blocks:
-                n = block.size
-                if n == 0:
-                    continue
-                mask = block.mask(flt, now)
-                scores = block.matrix[:n] @ vector
-                admitted = n
-                if mask is not None:
-                    admitted = int(np.count_nonzero(mask))
-                    if admitted == 0:
-                        continue
-                    scores = np.where(mask, scores, -np.inf)
-                k = min(limit, admitted)
-                top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
-                ids = block.ids
-                found.extend((ids[int(i)], float(scores[i])) for i in top if scores[i] > -np.inf)
-        found.sort(key=lambda hit: (-hit[1], hit[0]))
-        return found[:limit]
+        self._conn()
+        return await _search_matrices(self._matrices, vector, flt, limit)
 
     async def count(self) -> int:
-        return len(self._owner)
+        return len(self._matrices)

@@ -1,14 +1,17 @@
 """Memory service benchmarks: hybrid search latency, pipeline throughput, update latency.
 
     python -m loadtest.bench.memory_search [--memories 100000] [--users 100]
-        [--queries 400] [--warmup 1000] [--qdrant-memories 10000] [--pipeline-events 30000]
-        [--rate 1000] [--rate-seconds 10] [--out loadtest/results/memory.json]
+        [--queries 400] [--warmup 1000] [--vectors qdrant,exact] [--search-only]
+        [--pipeline-events 30000] [--rate 1000] [--rate-seconds 10]
+        [--out loadtest/results/memory.json]
 
 1. **search**: ``MemoryService.search`` in process (no HTTP) over ``--memories``
    synthetic memories of ``--users`` users of one organization, default (hashed)
-   embedder. Per-user queries (the common case) and organization-wide queries (an admin
-   token: the vector leg scans every memory). Exact vector index at the full size;
-   Qdrant local mode at ``--qdrant-memories`` (it walks every point in Python).
+   embedder. Every backend of ``--vectors`` in turn over the same memories and queries:
+   the default configuration (Qdrant local mode) first, ``exact`` beside it. Per backend:
+   index rate (embedding and vector writes apart), open time after a restart, then
+   per-user queries (the common case) and organization-wide queries (an admin token:
+   the vector leg scans every memory), p50/p99 and recall@10 each.
 2. **pipeline**: ``--pipeline-events`` chat messages written to the embedded log first,
    then a ``MemoryPipeline`` started over them: memories/s from start until every record
    is applied and every memory update is produced.
@@ -25,6 +28,7 @@ import json
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,66 +89,105 @@ async def populate(data_dir: Path, texts: list[str], users: int) -> None:
 
 
 async def search_run(
-    label: str, vectors: str, count: int, users: int, queries: int, warmup: int, seed: int
-) -> dict[str, Any]:
+    backends: Sequence[str], count: int, users: int, queries: int, warmup: int, seed: int
+) -> list[dict[str, Any]]:
+    """One corpus of ``count`` memories, then each vector backend over it in turn (the
+    same memories, the same queries): index rates, open time after a restart, per-scope
+    latency and recall."""
     rng = random.Random(seed)
     words = vocabulary(3_000, rng)
     texts = sentences(count, words, rng)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         started = time.perf_counter()
         await populate(data_dir, texts, users)
-        populate_s = time.perf_counter() - started
-        service = MemoryService(Settings(data_dir=data_dir, memory_pipeline="off"), vectors=vectors)
-        await service.open()
-        assert service.indexer is not None, service.vector_error
-        started = time.perf_counter()
-        await service.indexer.catch_up()
-        index_s = time.perf_counter() - started
-        results: dict[str, Any] = {
-            "label": label,
-            "backend": vectors,
-            "memories": count,
-            "users": users,
-            "insert_per_s": count / populate_s,
-            "index_per_s": count / index_s,
-        }
+        insert_per_s = count / (time.perf_counter() - started)
+        for vectors in backends:
+            result = await backend_run(data_dir, vectors, texts, users, queries, warmup, seed)
+            rows.append({"insert_per_s": insert_per_s, **result})
+    return rows
 
-        def query_for(i: int) -> str:
-            # Three words of an existing memory, as a user would half-remember it.
-            return " ".join(rng.sample(texts[i].split(), 3))
 
-        # Warm-up, not measured: the term statistics cache (document frequencies, kept
-        # 5 minutes) fills as queries come; measured queries then see a warm cache.
-        started = time.perf_counter()
-        for _ in range(warmup):
+async def backend_run(
+    data_dir: Path,
+    vectors: str,
+    texts: list[str],
+    users: int,
+    queries: int,
+    warmup: int,
+    seed: int,
+) -> dict[str, Any]:
+    count = len(texts)
+    settings = Settings(data_dir=data_dir, memory_pipeline="off")
+    service = MemoryService(settings, vectors=vectors)
+    await service.open()
+    assert service.indexer is not None and service.index is not None, service.vector_error
+    started = time.perf_counter()
+    await service.indexer.catch_up()
+    index_s = time.perf_counter() - started
+    stats = service.indexer.stats
+    result: dict[str, Any] = {
+        "label": LABELS.get(vectors, vectors),
+        "memories": count,
+        "users": users,
+        "index_per_s": count / index_s,
+        "embed_per_s": stats.indexed / stats.embed_s if stats.embed_s else None,
+        "vector_writes_per_s": stats.indexed / stats.write_s if stats.write_s else None,
+    }
+    # A restart: the index is read back from its files (Qdrant local mode: the collection
+    # into qdrant-client, then into the search matrices).
+    await service.close()
+    service = MemoryService(settings, vectors=vectors)
+    started = time.perf_counter()
+    await service.open()
+    result["reopen_s"] = time.perf_counter() - started
+    assert service.index is not None, service.vector_error
+    result["points_after_reopen"] = await service.index.count()
+
+    rng = random.Random(seed + 1)
+
+    def query_for(i: int) -> str:
+        # Three words of an existing memory, as a user would half-remember it.
+        return " ".join(rng.sample(texts[i].split(), 3))
+
+    # Warm-up, not measured: the term statistics cache (document frequencies, kept
+    # 5 minutes) fills as queries come; measured queries then see a warm cache.
+    started = time.perf_counter()
+    for _ in range(warmup):
+        i = rng.randrange(count)
+        await service.search(MemoryFilter.for_user(ORG, f"u{i % users}"), query_for(i), limit=10)
+    result["warmup_ms_per_query"] = (time.perf_counter() - started) * 1000 / max(1, warmup)
+    for scope in ("user", "org"):
+        latencies = []
+        hits = 0
+        crossed = 0
+        for _ in range(queries):
             i = rng.randrange(count)
-            await service.search(
-                MemoryFilter.for_user(ORG, f"u{i % users}"), query_for(i), limit=10
+            query = query_for(i)
+            user = f"u{i % users}"
+            flt = (
+                MemoryFilter.for_user(ORG, user)
+                if scope == "user"
+                else MemoryFilter.organization_wide(ORG)
             )
-        results["warmup_queries"] = warmup
-        results["warmup_ms_per_query"] = (time.perf_counter() - started) * 1000 / max(1, warmup)
-        for scope in ("user", "organization"):
-            latencies = []
-            hits = 0
-            for _ in range(queries):
-                i = rng.randrange(count)
-                query = query_for(i)
-                flt = (
-                    MemoryFilter.for_user(ORG, f"u{i % users}")
-                    if scope == "user"
-                    else MemoryFilter.organization_wide(ORG)
-                )
-                t0 = time.perf_counter()
-                found = await service.search(flt, query, limit=10)
-                elapsed = time.perf_counter() - t0
-                latencies.append(elapsed * 1000)
-                hits += any(h.memory.id == f"mem_{i:024x}" for h in found)
-            results[f"{scope}_p50_ms"] = percentile(latencies, 50)
-            results[f"{scope}_p99_ms"] = percentile(latencies, 99)
-            results[f"{scope}_recall_at_10"] = hits / queries
-        await service.close()
-    return results
+            t0 = time.perf_counter()
+            found = await service.search(flt, query, limit=10)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            hits += any(h.memory.id == f"mem_{i:024x}" for h in found)
+            if scope == "user":
+                crossed += sum(h.memory.user_id != user for h in found)
+        result[f"{scope}_p50_ms"] = percentile(latencies, 50)
+        result[f"{scope}_p99_ms"] = percentile(latencies, 99)
+        result[f"{scope}_recall_at_10"] = hits / queries
+        if scope == "user":
+            # Any hit of another user would be a tenancy breach: must stay 0.
+            result["user_foreign_hits"] = crossed
+    await service.close()
+    return result
+
+
+LABELS = {"qdrant": "qdrant local (default)", "exact": "exact"}
 
 
 def chat_record(i: int, users: int, rng: random.Random) -> NewRecord:
@@ -256,22 +299,13 @@ async def pipeline_run(events: int, rate: int, rate_seconds: float, seed: int) -
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    search = [
-        await search_run("exact", "exact", args.memories, args.users, args.queries, args.warmup, 1),
-    ]
-    if args.qdrant_memories:
-        search.append(
-            await search_run(
-                "qdrant local",
-                "qdrant",
-                args.qdrant_memories,
-                max(1, args.users * args.qdrant_memories // args.memories),
-                40,
-                20,
-                2,
-            )
-        )
+    backends = [b.strip() for b in args.vectors.split(",") if b.strip()]
+    search = await search_run(
+        backends, args.memories, args.users, args.queries, args.warmup, seed=1
+    )
     print_table("hybrid search (in process, limit 10, hashed embedder)", search)
+    if args.search_only:
+        return {"machine": machine(), "search": search}
     pipeline = await pipeline_run(args.pipeline_events, args.rate, args.rate_seconds, 3)
     print_table("memory pipeline (embedded log, in process)", [pipeline])
     return {"machine": machine(), "search": search, "pipeline": pipeline}
@@ -283,7 +317,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--queries", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=1_000)
-    parser.add_argument("--qdrant-memories", type=int, default=10_000)
+    parser.add_argument(
+        "--vectors",
+        default="qdrant,exact",
+        help="vector backends to measure over the same corpus (the default first)",
+    )
+    parser.add_argument("--search-only", action="store_true", help="skip the pipeline runs")
     parser.add_argument("--pipeline-events", type=int, default=30_000)
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--rate-seconds", type=float, default=10.0)
