@@ -65,8 +65,11 @@ loadtest: install
 	  --users $(LOADTEST_USERS) --duration $(LOADTEST_DURATION)
 
 # Every benchmark in turn; tables on stdout, JSON in loadtest/results/bench-<time>/.
+# With TARGET (make bench TARGET=http://127.0.0.1:8080): the network benchmarks against
+# that running gateway (make run), beside bare ceiling servers started here.
+TARGET ?=
 bench: install
-	$(BIN)/python -m loadtest.bench
+	$(BIN)/python -m loadtest.bench $(if $(TARGET),--target $(TARGET))
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

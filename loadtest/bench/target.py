@@ -179,9 +179,12 @@ def gateway(target: str | None, jwt_secret: str | None, pipeline: str = "off") -
             )
         if urlsplit(target).scheme == "https":
             raise TargetError("the benchmark generators speak plain HTTP/WebSocket: use http://")
-        remote = Gateway(target.rstrip("/"), TokenAuthority(resolve_secret(jwt_secret)))
-        remote.ready()
-        remote.check_token()
+        try:
+            remote = Gateway(target.rstrip("/"), TokenAuthority(resolve_secret(jwt_secret)))
+            remote.ready()
+            remote.check_token()
+        except TargetError as exc:
+            raise SystemExit(f"error: {exc}") from None
         yield remote
         return
     with tempfile.TemporaryDirectory(prefix="agentmem-bench-") as tmp:

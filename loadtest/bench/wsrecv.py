@@ -253,7 +253,12 @@ class Receivers:
     ) -> tuple[Any, ...]:
         if not pipe.poll(timeout):
             raise RuntimeError(f"a receiver process gave no {kind!r} within {timeout:g} s")
-        answer: tuple[Any, ...] = pipe.recv()
+        try:
+            answer: tuple[Any, ...] = pipe.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"a receiver process exited before its {kind!r} answer (see its stderr above)"
+            ) from None
         if answer[0] == "error":
             raise RuntimeError(f"a receiver process failed: {answer[1]}")
         if answer[0] != kind:
