@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.auth.tokens import TokenAuthority
-from loadtest.bench.report import machine, print_table, write_json
+from loadtest.bench.report import CpuMeter, machine, print_table, write_json
 from loadtest.bench.ws_gateway import SECRET, start_bare, start_gateway
 from loadtest.bench.wsgen import WsConnection
 
@@ -36,6 +36,7 @@ async def hold(port: int, pid: int, count: int, token: str | None) -> dict[str, 
     path = f"/ws?token={token}" if token else "/ws"
     before = rss_kib(pid)
     connections: list[WsConnection] = []
+    meter = CpuMeter()
     started = time.perf_counter()
     for start in range(0, count, 200):
         batch = await asyncio.gather(
@@ -49,6 +50,7 @@ async def hold(port: int, pid: int, count: int, token: str | None) -> dict[str, 
                 await conn.recv()  # welcome: the session is authenticated
         connections.extend(batch)
     opened_s = time.perf_counter() - started
+    generator_cpu = meter.cores()
     await asyncio.sleep(2.0)  # let the server settle
     after = rss_kib(pid)
     for conn in connections:
@@ -59,6 +61,7 @@ async def hold(port: int, pid: int, count: int, token: str | None) -> dict[str, 
         "rss_after_mib": after / 1024,
         "kib_per_session": (after - before) / count,
         "open_per_s": count / opened_s,
+        "generator_cpu": generator_cpu,
     }
 
 
@@ -94,6 +97,7 @@ def main() -> None:
                     "bare_kib_per_session": ceiling["kib_per_session"],
                     "ratio_to_bare": result["kib_per_session"]
                     / max(ceiling["kib_per_session"], 0.001),
+                    "bare_generator_cpu": ceiling["generator_cpu"],
                 }
             )
     print_table("Idle authenticated WebSocket sessions: gateway memory", rows)

@@ -26,7 +26,7 @@ from gateway.auth.tokens import TokenAuthority
 from gateway.streamlog.embedded import EmbeddedLog
 from gateway.streamlog.interface import TopicSpec
 from loadtest.bench import httpgen
-from loadtest.bench.report import machine, percentile, print_table, write_json
+from loadtest.bench.report import CpuMeter, machine, percentile, print_table, write_json
 
 VALUE = (
     b'{"type":"user_interaction","id":"0123456789abcdef0123456789abcdef","organization_id":"acme",'
@@ -70,9 +70,13 @@ async def in_process(path: Path, records: int, producers: int, durability: str) 
             await log.produce("bench", key, VALUE)
             latencies.append(time.perf_counter() - started)
 
+    meter = CpuMeter()
     started = time.perf_counter()
     await asyncio.gather(*(producer(n) for n in range(producers)))
     elapsed = time.perf_counter() - started
+    # In process, generator and log are one process (its writer thread included): its CPU
+    # stands in for the generator CPU of the network rows.
+    process_cpu = meter.cores()
     await log.close()
     return {
         "path": f"in-process, {producers} producers",
@@ -80,6 +84,7 @@ async def in_process(path: Path, records: int, producers: int, durability: str) 
         "produces_per_s": per_producer * producers / elapsed,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
+        "process_cpu": process_cpu,
     }
 
 
