@@ -1,10 +1,13 @@
-"""Vector indexes in process: Qdrant local mode and the exact index on real files, the
-model/dimension check, the filter grammar in both, and the indexer over a real memory
+"""Vector indexes: Qdrant local mode and the exact index on real files (and a Qdrant
+server when ``AGENTMEM_TEST_QDRANT_URL`` names one; skipped otherwise), the
+model/dimension check, the filter grammar in each, and the indexer over a real memory
 database."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +45,30 @@ def points() -> tuple[list[VectorPoint], np.ndarray]:
     return items, embedder.embed([t[4] for t in TEXTS.values()])
 
 
+QDRANT_URL = os.environ.get("AGENTMEM_TEST_QDRANT_URL")
+RUN = uuid.uuid4().hex[:8]
+KINDS = [
+    "qdrant",
+    "exact",
+    pytest.param(
+        "qdrant-server",
+        marks=pytest.mark.skipif(
+            not QDRANT_URL, reason="no Qdrant server: set AGENTMEM_TEST_QDRANT_URL to use one"
+        ),
+    ),
+]
+
+
 def make(kind: str, root: Path, model: str = "hashed-ngram-256", dim: int = 256) -> VectorIndex:
     if kind == "qdrant":
         return QdrantIndex(model, dim, path=root / "qdrant")
+    if kind == "qdrant-server":
+        # A collection of the test's own on a shared server (left there afterwards).
+        return QdrantIndex(f"{model}-{RUN}-{root.name}", dim, url=QDRANT_URL)
     return ExactIndex(model, dim, directory=root / "vectors")
 
 
-@pytest.mark.parametrize("kind", ["qdrant", "exact"])
+@pytest.mark.parametrize("kind", KINDS)
 async def test_filters_apply_inside_the_index(kind: str, tmp_path: Path) -> None:
     index = make(kind, tmp_path)
     assert await index.open() is True
@@ -78,7 +98,7 @@ async def test_filters_apply_inside_the_index(kind: str, tmp_path: Path) -> None
     await again.close()
 
 
-@pytest.mark.parametrize("kind", ["qdrant", "exact"])
+@pytest.mark.parametrize("kind", KINDS)
 async def test_another_model_or_dimension_is_refused(kind: str, tmp_path: Path) -> None:
     index = make(kind, tmp_path, "Model-A", 256)
     await index.open()
