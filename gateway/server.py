@@ -14,6 +14,15 @@ from gateway.ws.hub import Hub
 logger = structlog.get_logger(__name__)
 
 
+def ws_protocol(implementation: str) -> str | type[asyncio.Protocol]:
+    """uvicorn's ``ws`` argument for the ``ws_implementation`` setting."""
+    if implementation == "gateway":
+        from gateway.ws.transport import GatewayWebSocketProtocol
+
+        return GatewayWebSocketProtocol
+    return implementation
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn, but SIGTERM/SIGINT first drain the WebSocket sessions.
 

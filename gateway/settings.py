@@ -52,7 +52,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dedup_window_s: float = 600.0
     smartmodule_dir: Path | None = None
     smartmodule_memory_bytes: int = 67_108_864
-    ws_implementation: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
+    ws_implementation: Literal["gateway", "websockets-sansio", "websockets", "wsproto"] = "gateway"
     ws_max_frame_bytes: int = 1_048_576
     ws_publish_rate: int = 20_000
     ws_max_in_flight: int = 1_000
@@ -333,8 +333,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec(
         "ws_implementation",
-        _choice("websockets-sansio", "websockets", "wsproto"),
-        "uvicorn's WebSocket protocol implementation (see docs/benchmarks.md).",
+        _choice("gateway", "websockets-sansio", "websockets", "wsproto"),
+        "WebSocket protocol under uvicorn: `gateway` is uvicorn's sans-I/O one with coalesced "
+        "writes and a bounded read-ahead (gateway/ws/transport.py); the others are uvicorn's "
+        "own (see docs/benchmarks.md).",
     ),
     SettingSpec(
         "ws_max_frame_bytes",

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.server import DrainingServer
+    from gateway.server import DrainingServer, ws_protocol
 
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         lifespan="on",
-        ws=settings.ws_implementation,
+        ws=ws_protocol(settings.ws_implementation),
         ws_max_size=settings.ws_max_frame_bytes,
         # The gateway sends its own heartbeats (application pings it can see and measure).
         ws_ping_interval=None,

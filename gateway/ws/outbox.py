@@ -4,8 +4,9 @@ Replies (acks, errors, pongs) are always queued: they are bounded by the session
 publishes in flight. Deliveries are queued only while the queue is under its frame and
 byte bounds; ``offer`` returning False tells the subscription to pause and catch up from
 the log later, so a slow client never makes fan-out wait and never loses a record. The
-writer sends every queued frame before waiting again, so frames that are ready together
-go out together, and a lone frame goes out at once.
+writer hands every queued frame to one ``write`` call, so frames that are ready together
+go out together, and a lone frame goes out at once. Frames being written still count
+against the bounds until the write returns.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import collections
 import time
 from collections.abc import Awaitable, Callable
 
+Write = Callable[[list[bytes]], Awaitable[None]]
+"""Sends frames in order; waits while the peer is not reading; raises once it is gone."""
+
 
 class Outbox:
     def __init__(
         self,
-        send: Callable[[bytes], Awaitable[None]],
+        write: Write,
         *,
         max_frames: int,
         max_bytes: int,
     ) -> None:
-        self._send = send
+        self._write = write
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._frames: collections.deque[bytes] = collections.deque()
@@ -34,6 +38,7 @@ class Outbox:
         self._room.set()
         self._full_since: float | None = None
         self._closed = False
+        self._in_write = 0
         self.sent_frames = 0
 
     @property
@@ -84,7 +89,7 @@ class Outbox:
     def close(self) -> None:
         self._closed = True
         self._frames.clear()
-        self._bytes = 0
+        self._bytes = self._in_write
         self._ready.set()
         self._room.set()
 
@@ -95,10 +100,17 @@ class Outbox:
             await self._ready.wait()
             self._ready.clear()
             while frames and not self._closed:
-                frame = frames.popleft()
-                self._bytes -= len(frame)
-                await self._send(frame)
-                self.sent_frames += 1
+                batch = list(frames)
+                frames.clear()
+                size = sum(map(len, batch))
+                # The batch counts against the byte bound until it is written.
+                self._in_write = size
+                try:
+                    await self._write(batch)
+                finally:
+                    self._in_write = 0
+                    self._bytes -= size
+                self.sent_frames += len(batch)
                 if not self._room.is_set() and self.has_room():
                     self._full_since = None
                     self._room.set()

@@ -43,6 +43,7 @@ from gateway.ws.fanout import Subscription
 from gateway.ws.filters import chain_error, is_fatal
 from gateway.ws.limits import TokenBucket
 from gateway.ws.outbox import Outbox
+from gateway.ws.transport import EXTENSION, GatewayWebSocketProtocol
 
 if TYPE_CHECKING:
     from gateway.ws.hub import Hub
@@ -67,8 +68,12 @@ class Session:
         self.close_code: int | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self._asgi_send = websocket._send
+        self._asgi_receive = websocket._receive
+        self._transport: GatewayWebSocketProtocol | None = websocket.scope.get(
+            "extensions", {}
+        ).get(EXTENSION)
         self.outbox = Outbox(
-            self._send,
+            self._write,
             max_frames=settings.ws_send_queue_frames,
             max_bytes=settings.ws_send_queue_bytes,
         )
@@ -147,12 +152,20 @@ class Session:
         await self.outbox.flush(timeout=max(0.1, timeout / 2))
         await self.close(CloseCode.GOING_AWAY, "gateway shutting down; reconnect")
 
-    async def _send(self, frame: bytes) -> None:
-        # The raw ASGI send: Starlette's wrapper re-checks its state machine per message.
-        if self.binary:
-            await self._asgi_send({"type": "websocket.send", "bytes": frame})
-        else:
-            await self._asgi_send({"type": "websocket.send", "text": frame.decode()})
+    async def _write(self, frames: list[bytes]) -> None:
+        transport = self._transport
+        if transport is not None:
+            if not transport.writable.is_set():
+                await transport.writable.wait()
+            transport.send_frames(frames, self.binary)
+            return
+        # Plain ASGI (another server): the raw send, as Starlette's wrapper re-checks its
+        # state machine per message.
+        for frame in frames:
+            if self.binary:
+                await self._asgi_send({"type": "websocket.send", "bytes": frame})
+            else:
+                await self._asgi_send({"type": "websocket.send", "text": frame.decode()})
 
     def reply(self, frame: msgspec.Struct) -> None:
         self.outbox.put(self.codec.encode(frame))
@@ -177,13 +190,15 @@ class Session:
     # -- reading --------------------------------------------------------------------------------
 
     async def _read(self) -> None:
-        receive = self.websocket.receive
+        # The raw ASGI receive: the session tracks the connection's state itself.
+        receive = self._asgi_receive
         while not self.closing:
             if not self._room_for_publishes.is_set():
                 await self._room_for_publishes.wait()
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
+                self.websocket.client_state = WebSocketState.DISCONNECTED
                 self.close_code = message.get("code", 1000)
                 self.closing = True
                 return
