@@ -53,6 +53,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     smartmodule_dir: Path | None = None
     smartmodule_memory_bytes: int = 67_108_864
     ws_implementation: Literal["gateway", "websockets-sansio", "websockets", "wsproto"] = "gateway"
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     ws_max_frame_bytes: int = 1_048_576
     ws_publish_rate: int = 20_000
     ws_max_in_flight: int = 1_000
@@ -337,6 +338,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "WebSocket protocol under uvicorn: `gateway` is uvicorn's sans-I/O one with coalesced "
         "writes and a bounded read-ahead (gateway/ws/transport.py); the others are uvicorn's "
         "own (see docs/benchmarks.md).",
+    ),
+    SettingSpec(
+        "event_loop",
+        _choice("auto", "uvloop", "asyncio"),
+        "Event loop of `serve`: `uvloop` (faster socket I/O), `asyncio` (the standard one), or "
+        "`auto`: uvloop when it is installed.",
     ),
     SettingSpec(
         "ws_max_frame_bytes",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -53,8 +54,25 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
     )
     server = DrainingServer(config, app.state.services.hub, settings.drain_timeout_s)
-    asyncio.run(_serve(server))
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        runner.run(_serve(server))
     return 0
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for the ``event_loop`` setting (None: asyncio's default)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit(
+                "AGENTMEM_EVENT_LOOP=uvloop, but uvloop is not installed: install it "
+                "(pip install uvloop) or choose asyncio."
+            ) from None
+        return None
+    return uvloop.new_event_loop
 
 
 async def _serve(server: Any) -> None:
