@@ -28,6 +28,7 @@ SUITE: list[tuple[str, list[str], list[str] | None]] = [
     ("smartmodule_throughput", ["--seconds", "2"], ["--seconds", "0.5"]),
     ("fanout_chains", [], ["--subscriptions", "1000", "--records", "2000"]),
     ("memory_search", [], None),
+    ("memory_pipeline", [], ["--events", "5000", "--rate-seconds", "2"]),
     ("http_ingest", [], None),
     ("memory_update_ws", ["--rate", "1000", "--duration", "5"], None),
 ]
