@@ -446,9 +446,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "memory_vectors",
         _choice("qdrant", "exact", "off"),
-        "Vector index of memory search: `qdrant` (local mode in `<data_dir>/qdrant`, or "
-        "AGENTMEM_MEMORY_QDRANT_URL), `exact` (in process; much faster than Qdrant's local "
-        "mode beyond ~10,000 memories, see docs/benchmarks.md) or `off` (keywords only).",
+        "Vector index of memory search: `qdrant` (a Qdrant server at "
+        "AGENTMEM_MEMORY_QDRANT_URL, else local mode in `<data_dir>/qdrant` searched "
+        "through in-process matrices, see docs/memory-api.md), `exact` (the same matrices "
+        "without Qdrant; far less memory) or `off` (keywords only).",
     ),
     SettingSpec(
         "memory_qdrant_url",
