@@ -1,10 +1,100 @@
-"""Prometheus metrics of one gateway instance (its own registry, so tests can run several)."""
+"""Prometheus metrics of one gateway instance (its own registry, so tests can run several).
+
+Metrics touched once or more per WebSocket frame are ``LoopCounter`` and ``LoopHistogram``:
+plain numbers updated without a lock, read when ``/metrics`` is scraped. They must only be
+updated from the event loop's thread, which also serves the scrape; prometheus_client's own
+metrics take a lock per update, a cost the hot paths paid several times per publish.
+"""
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class LoopCounter(Collector):
+    """A counter with at most one label, for the event loop's thread only."""
+
+    class Child:
+        __slots__ = ("value",)
+
+        def __init__(self) -> None:
+            self.value = 0.0
+
+        def inc(self, amount: float = 1) -> None:
+            self.value += amount
+
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str] = (), *, registry: Any
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labels = list(labels)
+        self._children: dict[str, LoopCounter.Child] = {}
+        self._unlabelled = self.Child()
+        registry.register(self)
+
+    def labels(self, value: str) -> LoopCounter.Child:
+        child = self._children.get(value)
+        if child is None:
+            child = self._children[value] = self.Child()
+        return child
+
+    def inc(self, amount: float = 1) -> None:
+        self._unlabelled.value += amount
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+        if self._labels:
+            for value, child in self._children.items():
+                family.add_metric([value], child.value)
+        else:
+            family.add_metric([], self._unlabelled.value)
+        yield family
+
+
+class LoopHistogram(Collector):
+    """A histogram without labels, for the event loop's thread only."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        *,
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+        registry: Any,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = list(buckets)
+        self._counts = [0] * (len(self._bounds) + 1)
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip([*self._bounds, float("inf")], self._counts, strict=True):
+            total += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        family = HistogramMetricFamily(self._name, self._documentation)
+        family.add_metric([], cumulative, sum_value=self._sum)
+        yield family
 
 
 class Metrics:
@@ -18,13 +108,13 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
-        self.produced = Counter(
+        self.produced = LoopCounter(
             "agentmem_records_produced_total", "Records durably written", ["topic"], registry=r
         )
         self.produce_latency = Histogram(
             "agentmem_produce_latency_seconds",
             "Time from produce call to durable commit",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.errors = Counter(
@@ -33,13 +123,13 @@ class Metrics:
         self.ws_connections = Gauge(
             "agentmem_ws_connections", "Open WebSocket sessions", registry=r
         )
-        self.ws_frames_in = Counter(
+        self.ws_frames_in = LoopCounter(
             "agentmem_ws_frames_in_total", "Frames received by op", ["op"], registry=r
         )
-        self.ws_frames_out = Counter(
+        self.ws_frames_out = LoopCounter(
             "agentmem_ws_frames_out_total", "Reply frames sent by op", ["op"], registry=r
         )
-        self.ws_deliveries = Counter(
+        self.ws_deliveries = LoopCounter(
             "agentmem_ws_deliveries_total", "Event frames queued to subscribers", registry=r
         )
         self.ws_disconnects = Counter(
@@ -48,10 +138,9 @@ class Metrics:
             ["code"],
             registry=r,
         )
-        self.ws_ack_latency = Histogram(
+        self.ws_ack_latency = LoopHistogram(
             "agentmem_ws_ack_latency_seconds",
             "Time from reading a publish to its durable ack",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
         self.ws_send_queue = Gauge(
@@ -61,7 +150,7 @@ class Metrics:
             "agentmem_produce_queue_records", "Records waiting for a group commit", registry=r
         )
 
-    def child(self, metric: Counter, label: str) -> Any:
+    def child(self, metric: Counter | LoopCounter, label: str) -> Any:
         """``metric.labels(label)``, looked up once: label lookups are slow on hot paths."""
         key = (id(metric), label)
         found = self._children.get(key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import msgspec
@@ -181,6 +181,24 @@ class StreamLog(abc.ABC):
             self.produce(topic, key, value, idempotency_key=idempotency_key)
         )
 
+    def produce_soon(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        done: Callable[[Produced | BaseException], None],
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Start a produce; ``done`` is called once, on the event loop, with the record's
+        position or the exception that failed it.
+
+        The callback form needs no future per call; the embedded log calls ``done`` straight
+        from its group commit. Raises at once what ``produce`` would raise before queueing.
+        """
+        future = self.produce_nowait(topic, key, value, idempotency_key=idempotency_key)
+        future.add_done_callback(lambda finished: done(_outcome(finished)))
+
     @abc.abstractmethod
     async def produce_batch(self, topic: str, records: Sequence[NewRecord]) -> list[Produced]:
         """Append several records atomically; results are in input order."""
@@ -225,3 +243,9 @@ class StreamLog(abc.ABC):
     @abc.abstractmethod
     async def fetch_offsets(self, consumer: str, topic: str) -> dict[int, int]:
         """Offsets committed by ``consumer`` for ``topic`` (partitions never committed absent)."""
+
+
+def _outcome(future: asyncio.Future[Produced]) -> Produced | BaseException:
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception() or future.result()

@@ -36,7 +36,7 @@ from gateway.errors import (
 )
 from gateway.schemas.envelope import check_topic, encode_event, stamp
 from gateway.smartmodules import SmartModuleError
-from gateway.streamlog.interface import NewRecord
+from gateway.streamlog.interface import NewRecord, Produced
 from gateway.ws import frames as f
 from gateway.ws.codes import CloseCode
 from gateway.ws.fanout import Subscription
@@ -81,9 +81,13 @@ class Session:
         self._error_bucket = TokenBucket(
             settings.ws_max_errors_per_minute / 60, settings.ws_max_errors_per_minute
         )
+        # Publishes waiting for their ack, and tasks (batches, subscription closes).
+        self._publishes_in_flight = 0
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._room_for_publishes = asyncio.Event()
         self._room_for_publishes.set()
+        self._all_answered = asyncio.Event()
+        self._all_answered.set()
         self._counted_user: tuple[str, str] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -147,8 +151,8 @@ class Session:
 
     async def drain(self, timeout: float) -> None:
         """Answer every publish in flight, send what is queued, close with going_away."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_answered.wait(), timeout)
         await self.outbox.flush(timeout=max(0.1, timeout / 2))
         await self.close(CloseCode.GOING_AWAY, "gateway shutting down; reconnect")
 
@@ -353,13 +357,16 @@ class Session:
     def _publish(self, frame: f.Publish) -> None:
         self._admit_publish(1)
         record, event_id = self._prepare(frame.topic, frame.event, frame.key)
-        future = self.hub.log.produce_nowait(
-            frame.topic, record.key, record.value, idempotency_key=record.idempotency_key
+        self.hub.log.produce_soon(
+            frame.topic,
+            record.key,
+            record.value,
+            functools.partial(self._acked, frame, event_id, time.perf_counter()),
+            idempotency_key=record.idempotency_key,
         )
-        self._track(future)
-        future.add_done_callback(
-            functools.partial(self._acked, frame, event_id, time.perf_counter())
-        )
+        self._publishes_in_flight += 1
+        self._all_answered.clear()
+        self._check_room()
 
     def _publish_batch(self, frame: f.PublishBatch) -> None:
         limit = self.hub.settings.max_batch_events
@@ -389,29 +396,38 @@ class Session:
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         self._in_flight.add(future)
+        self._all_answered.clear()
         future.add_done_callback(self._done)
-        if len(self._in_flight) >= self.hub.settings.ws_max_in_flight:
-            self._room_for_publishes.clear()
+        self._check_room()
 
     def _done(self, future: asyncio.Future[Any]) -> None:
         self._in_flight.discard(future)
-        if len(self._in_flight) < self.hub.settings.ws_max_in_flight:
+        self._check_room()
+
+    def _check_room(self) -> None:
+        busy = self._publishes_in_flight + len(self._in_flight)
+        if busy >= self.hub.settings.ws_max_in_flight:
+            self._room_for_publishes.clear()
+        else:
             self._room_for_publishes.set()
+            if not busy:
+                self._all_answered.set()
 
     def _acked(
-        self, frame: f.Publish, event_id: str, started: float, future: asyncio.Future[Any]
+        self, frame: f.Publish, event_id: str, started: float, produced: Produced | BaseException
     ) -> None:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
+        self._publishes_in_flight -= 1
+        self._check_room()
+        if isinstance(produced, BaseException):
+            error = produced
+            if isinstance(error, asyncio.CancelledError):
+                return
             if not isinstance(error, GatewayError):
                 logger.error("produce_failed", topic=frame.topic, exc_info=error)
                 error = Unavailable(f"The log failed: {error}")
             self.hub.metrics.errors.labels(error.code).inc()
             self.reply(f.error_frame(error, frame.id))
             return
-        produced = future.result()
         metrics = self.hub.metrics
         metrics.ws_ack_latency.observe(time.perf_counter() - started)
         if not produced.duplicate:

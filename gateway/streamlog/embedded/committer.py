@@ -20,12 +20,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import msgspec
+import structlog
 
 from gateway.errors import Unavailable
 from gateway.streamlog.embedded.writer import Writer
 from gateway.streamlog.interface import Headers, Produced
 
 _headers_encoder = msgspec.msgpack.Encoder()
+
+logger = structlog.get_logger(__name__)
 
 Placed = tuple[int, bytes | None, bytes, Headers, str | None]
 """A record to write: (partition, key, value, headers, idempotency key)."""
@@ -60,17 +63,39 @@ class PartitionCursors(Protocol):
     def reload(self, db: sqlite3.Connection) -> None: ...
 
 
-class Pending:
-    """One produce call waiting for its commit (several records when it is a batch)."""
+Done = Callable[[Produced | BaseException], None]
+"""Called with the position of a single record, or the exception that failed it."""
 
-    __slots__ = ("future", "records", "topic_id")
+
+class Pending:
+    """One produce call waiting for its commit (several records when it is a batch): its
+    future, or for a single record possibly a ``Done`` callback instead."""
+
+    __slots__ = ("done", "future", "records", "topic_id")
 
     def __init__(
-        self, topic_id: int, records: Sequence[Placed], future: asyncio.Future[list[Produced]]
+        self,
+        topic_id: int,
+        records: Sequence[Placed],
+        future: asyncio.Future[list[Produced]] | None,
+        done: Done | None = None,
     ) -> None:
         self.topic_id = topic_id
         self.records = records
         self.future = future
+        self.done = done
+
+    def answer(self, result: list[Produced] | BaseException) -> None:
+        if self.done is not None:
+            try:
+                self.done(result if isinstance(result, BaseException) else result[0])
+            except Exception:
+                logger.exception("produce_callback_failed")
+        elif self.future is not None and not self.future.done():
+            if isinstance(result, BaseException):
+                self.future.set_exception(result)
+            else:
+                self.future.set_result(result)
 
 
 class GroupCommitter:
@@ -132,6 +157,18 @@ class GroupCommitter:
         self._work.set()
         return future
 
+    def submit_soon(self, topic_id: int, record: Placed, done: Done) -> bool:
+        """Queue one record whose outcome goes to ``done``; False when the queue is full
+        (the caller must wait for room with ``submit``)."""
+        if self._closing:
+            raise Unavailable("The stream log is shutting down; retry against another gateway.")
+        if self._queued_records and self._queued_records + 1 > self._queue_limit:
+            return False
+        self._queue.append(Pending(topic_id, (record,), None, done))
+        self._queued_records += 1
+        self._work.set()
+        return True
+
     async def close(self) -> None:
         """Commit what is queued, answer every waiting producer, then stop."""
         self._closing = True
@@ -174,12 +211,10 @@ class GroupCommitter:
         except Exception as exc:
             error = Unavailable(f"The stream log could not commit: {exc}. Retry shortly.")
             for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
+                pending.answer(error)
             return
         for pending, result in zip(batch, results, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(result)
+            pending.answer(result)
         self._on_commit({p.topic_id for p in batch})
 
     def _commit_sync(

@@ -23,7 +23,7 @@ import structlog
 
 from gateway.errors import InvalidOffset, TopicExists, Unavailable, UnknownTopic
 from gateway.streamlog.embedded import retention
-from gateway.streamlog.embedded.committer import GroupCommitter
+from gateway.streamlog.embedded.committer import Done, GroupCommitter
 from gateway.streamlog.embedded.schema import pragmas
 from gateway.streamlog.embedded.tail import EmbeddedTail
 from gateway.streamlog.embedded.writer import Writer
@@ -302,6 +302,21 @@ class EmbeddedLog(StreamLog):
 
         queued.add_done_callback(first)
         return result
+
+    def produce_soon(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        done: Done,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
+        entry = self._get(topic)
+        placed = (entry.partitioner(key), key, value, (), idempotency_key)
+        if not self._committer_or_fail().submit_soon(entry.id, placed, done):
+            # The queue is full: wait for room like ``produce``.
+            super().produce_soon(topic, key, value, done, idempotency_key=idempotency_key)
 
     async def produce_batch(self, topic: str, records: Sequence[NewRecord]) -> list[Produced]:
         if not records:
