@@ -23,6 +23,7 @@ import structlog
 
 from gateway.errors import InvalidOffset, TopicExists, Unavailable, UnknownTopic
 from gateway.streamlog.embedded import retention
+from gateway.streamlog.embedded.checkpointer import RESTART_PAGES, Checkpointer
 from gateway.streamlog.embedded.committer import Done, GroupCommitter
 from gateway.streamlog.embedded.schema import pragmas
 from gateway.streamlog.embedded.tail import EmbeddedTail
@@ -46,6 +47,9 @@ logger = structlog.get_logger(__name__)
 _spec_encoder = msgspec.json.Encoder()
 _spec_decoder = msgspec.json.Decoder(TopicSpec)
 _headers_decoder = msgspec.msgpack.Decoder(tuple[tuple[str, bytes], ...])
+CHECKPOINT_INTERVAL_S = 0.25
+"""How often the checkpointer copies committed WAL pages into the database (when there were
+commits since the last time)."""
 
 
 class _Topic:
@@ -75,6 +79,8 @@ class EmbeddedLog(StreamLog):
         poll_interval_ms: int = 50,
         retention_interval_s: float = 30.0,
         dedup_window_s: float = 600.0,
+        checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+        wal_restart_pages: int = RESTART_PAGES,
     ) -> None:
         self.path = path
         self._declared = list(topics)
@@ -84,6 +90,8 @@ class EmbeddedLog(StreamLog):
         self._poll_interval = poll_interval_ms / 1000
         self._retention_interval = retention_interval_s
         self._dedup_window_ms = int(dedup_window_s * 1000)
+        self._checkpoint_interval = checkpoint_interval_s
+        self._wal_restart_pages = wal_restart_pages
         # A tail re-checks the table this often even without a wake-up, as a safety net.
         self.idle_recheck_s = max(1.0, self._poll_interval * 20)
         self._writer: Writer | None = None
@@ -92,6 +100,7 @@ class EmbeddedLog(StreamLog):
         self._names: dict[int, str] = {}
         self._wake: dict[int, asyncio.Event] = {}
         self._committer: GroupCommitter | None = None
+        self._checkpointer: Checkpointer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._data_version = -1
         self._closed = False
@@ -125,6 +134,10 @@ class EmbeddedLog(StreamLog):
             max_records=self._commit_max_records,
         )
         self._committer.start()
+        self._checkpointer = Checkpointer(
+            self.path, self._checkpoint_interval, self._wal_restart_pages
+        )
+        self._checkpointer.start()
         self._tasks = [
             asyncio.create_task(self._watch(), name="log-watcher"),
             asyncio.create_task(self._retain(), name="log-retention"),
@@ -143,6 +156,8 @@ class EmbeddedLog(StreamLog):
         self._closed = True
         if self._committer is not None:
             await self._committer.close()
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -474,6 +489,8 @@ class EmbeddedLog(StreamLog):
             event.set()
 
     def _notify(self, topic_ids: set[int]) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         for topic_id in topic_ids:
             self.wake(topic_id)
 

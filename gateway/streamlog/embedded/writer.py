@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from gateway.streamlog.embedded.checkpointer import WRITER_AUTOCHECKPOINT_PAGES
 from gateway.streamlog.embedded.schema import SCHEMA, pragmas
 
 T = TypeVar("T")
@@ -34,6 +35,8 @@ class Writer:
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
         for pragma in pragmas(self._durability):
             db.execute(pragma)
+        # Checkpoints run in the checkpointer's thread; this is only a safety net.
+        db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
         db.executescript(SCHEMA)
         self._db = db
 

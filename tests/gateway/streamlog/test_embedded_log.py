@@ -321,3 +321,34 @@ async def test_idempotency_survives_reopen_and_expires(tmp_path: Path) -> None:
         await log.enforce_retention()
         later = await log.produce("t", None, b"x", idempotency_key="e")
         assert not later.duplicate and later.offset == 1
+
+
+async def test_wal_is_checkpointed_off_the_commit_path(tmp_path: Path) -> None:
+    log = EmbeddedLog(
+        tmp_path / "log.sqlite3",
+        topics=[TopicSpec(name="events", partitions=4)],
+        checkpoint_interval_s=0.02,
+        wal_restart_pages=256,
+    )
+    await log.open()
+    try:
+        wal = Path(f"{log.path}-wal")
+        value = bytes(2_000)
+        for _ in range(20):
+            await log.produce_batch("events", [NewRecord(value=value) for _ in range(100)])
+        # 4 MB of records: without a checkpoint they would all still sit in the WAL only.
+        deadline = time.monotonic() + 5
+        while log.path.stat().st_size < 4_000_000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert log.path.stat().st_size >= 4_000_000
+        # Under constant commits the WAL is restarted past its bound (1 MiB here), so the
+        # file stops growing with the log: 24 MB more records.
+        for _ in range(120):
+            await log.produce_batch("events", [NewRecord(value=value) for _ in range(100)])
+            await asyncio.sleep(0.005)
+        assert wal.stat().st_size < 12_000_000
+        produced = await log.produce("events", None, b"after")
+        [record] = await log.read("events", produced.partition, produced.offset, 1)
+        assert record.value == b"after"
+    finally:
+        await log.close()
