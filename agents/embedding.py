@@ -58,12 +58,15 @@ class HashedNgramEmbedder:
         words = [w for w in _WORDS.findall(normalize_text(text)) if w not in STOPWORDS]
         if not words:
             return {}
-        counts: Counter[int] = Counter()
         padded = " " + " ".join(words) + " "
-        for size in self.ngram_sizes:
-            for i in range(len(padded) - size + 1):
-                counts[_bucket("c", padded[i : i + size])] += 1
-        weights: dict[int, float] = {k: float(v) for k, v in counts.items()}
+        grams = Counter(
+            padded[i : i + size] for size in self.ngram_sizes for i in range(len(padded) - size + 1)
+        )
+        # Buckets in the order their n-grams first appear; n-grams sharing a bucket add up.
+        weights: dict[int, float] = {}
+        for gram, count in grams.items():
+            bucket = _bucket("c", gram)
+            weights[bucket] = weights.get(bucket, 0.0) + count
         for word in words:
             bucket = _bucket("w", word)
             weights[bucket] = weights.get(bucket, 0.0) + self.word_weight
@@ -71,8 +74,20 @@ class HashedNgramEmbedder:
         return {k: w / norm for k, w in weights.items()}
 
 
+_BUCKETS: dict[str, int] = {}
+"""Bucket of ``kind + gram``: texts share most of their n-grams, so a bucket is mostly a
+dict lookup rather than a CRC. Cleared when it reaches ``_BUCKET_CACHE`` entries."""
+_BUCKET_CACHE = 1 << 18
+
+
 def _bucket(kind: str, gram: str) -> int:
-    return zlib.crc32(f"{kind}{gram}".encode()) % BUCKETS
+    key = kind + gram
+    found = _BUCKETS.get(key)
+    if found is None:
+        if len(_BUCKETS) >= _BUCKET_CACHE:
+            _BUCKETS.clear()
+        found = _BUCKETS[key] = zlib.crc32(key.encode()) % BUCKETS
+    return found
 
 
 def cosine(a: SparseVector, b: SparseVector) -> float:

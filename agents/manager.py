@@ -97,6 +97,10 @@ _FACTS = tuple(
     )
 )
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+_FIRST_PERSON = re.compile(r"\b(?:i|my|call\s+me)\b", re.IGNORECASE)
+"""Every profile and fact pattern needs one of these words: a text without any is not
+split into sentences and matched pattern by pattern (most messages are not statements
+about the speaker)."""
 
 
 def _sentences(text: str) -> list[str]:
@@ -106,6 +110,8 @@ def _sentences(text: str) -> list[str]:
 
 def profile_statement(text: str) -> tuple[str, str, str] | None:
     """``(subject, value, sentence)`` of the first profile statement in ``text``."""
+    if not _FIRST_PERSON.search(text):
+        return None
     for sentence in _sentences(text):
         if sentence.endswith("?"):
             continue
@@ -118,6 +124,8 @@ def profile_statement(text: str) -> tuple[str, str, str] | None:
 
 def fact_statement(text: str) -> tuple[str | None, str] | None:
     """``(subject or None, sentence)`` of the first fact or preference in ``text``."""
+    if not _FIRST_PERSON.search(text):
+        return None
     for sentence in _sentences(text):
         if sentence.endswith("?"):
             continue

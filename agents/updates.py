@@ -5,8 +5,9 @@ makes the change; that row is also its memory update waiting to be published (hi
 ids grow in commit order). ``OutboxPublisher`` reads the rows after its saved position
 (meta ``updates_published``), produces each as a ``memory_update`` envelope keyed by the
 user id (one user's updates stay in order on one partition), in one ``produce_batch``
-per read, then saves the new position. Audit records (anomalies) are rows of the
-``outbox`` table, produced the same way and deleted once the log has them.
+per read, then notes the new position, which the next write transaction saves. Audit
+records (anomalies) are rows of the ``outbox`` table, produced the same way and deleted
+once the log has them.
 
 A crash between producing and saving the position sends records again on restart. Each
 carries an idempotency key derived from the change (``<memory_id>:<version>:<op>``, also
@@ -182,6 +183,7 @@ class OutboxPublisher:
                 continue
             delay = 0.05
             if sent == 0:
+                await self.save_position()
                 # Another process (a gateway whose pipeline runs apart) may write changes
                 # without waking this one: look again every second.
                 with contextlib.suppress(TimeoutError):
@@ -211,11 +213,17 @@ class OutboxPublisher:
             _, key, value, idempotency_key = history_update_row(row, self.topic)
             records.append(NewRecord(value=value, key=key, idempotency_key=idempotency_key))
         await self.log.produce_batch(self.topic, records)
-        position = rows[-1].id
-        async with self.store.transaction() as tx:
-            tx.later(Writes.save_published, position)
-        self.position = position
+        # Saved by the next transaction (an agent's, usually), or by ``save_position``
+        # once nothing is left: a crash before that produces these again, which the
+        # idempotency keys make harmless.
+        self.position = self.store.unsaved_published = rows[-1].id
         return len(rows)
+
+    async def save_position(self) -> None:
+        """Save the published position now, if a transaction has not done it yet."""
+        if self.store.unsaved_published is not None:
+            async with self.store.transaction():
+                pass
 
     async def _publish_outbox(self) -> int:
         rows = await self.store.outbox_batch(self.batch)
@@ -236,3 +244,4 @@ class OutboxPublisher:
         """Publish until nothing waits (used when stopping)."""
         while await self.publish_once():
             pass
+        await self.save_position()

@@ -52,7 +52,7 @@ def new_memory(work: MemoryWork, id: str, now: int, **fields: Any) -> Memory:
         "updated_at": now,
         "agent_id": work.agent_id,
         "session_id": work.session_id,
-        "metadata": _metadata(work),
+        "metadata": memory_metadata(work),
         "subject": work.subject,
         "event_time": work.timestamp,
         "source": work.source,
@@ -61,7 +61,8 @@ def new_memory(work: MemoryWork, id: str, now: int, **fields: Any) -> Memory:
     return Memory(**values)
 
 
-def _metadata(work: MemoryWork) -> dict[str, Any]:
+def memory_metadata(work: MemoryWork) -> dict[str, Any]:
+    """The metadata of a memory made from ``work``: the event's, with its type and rule."""
     metadata = dict(work.metadata)
     metadata["event_type"] = work.event_type
     metadata["rule"] = work.rule

@@ -27,11 +27,15 @@ from agents.memory.base import (
     MemoryAgent,
     content_hash,
     memory_id,
+    memory_metadata,
     new_memory,
     next_version,
 )
 from agents.store.sqlite import Change, Memory, MemoryStore, Writes
 from agents.work import MemoryWork, Source
+
+VECTOR_CACHE = 4_096
+"""Decoded embeddings kept (about 5 KB each); the cache is emptied when full."""
 
 
 class SemanticAgent(MemoryAgent):
@@ -45,6 +49,9 @@ class SemanticAgent(MemoryAgent):
     ) -> None:
         super().__init__(config, store)
         self.embedder = embedder or HashedNgramEmbedder()
+        self._vectors: dict[bytes, dict[int, float]] = {}
+        """Decoded embeddings by their stored bytes: the same recent facts are compared
+        with every new fact of their user."""
 
     def apply_sync(self, tx: Writes, items: Sequence[MemoryWork], now: int) -> list[Applied]:
         # One at a time: each fact is compared with the facts stored before it.
@@ -82,7 +89,7 @@ class SemanticAgent(MemoryAgent):
             hash=hash_,
             embedding=pack(vector),
             memory_type="semantic",
-            metadata={**new_memory(item, "", now).metadata, "mentions": 1},
+            metadata={**memory_metadata(item), "mentions": 1},
             source=source,
         )
         tx.insert_memories([memory])
@@ -106,8 +113,16 @@ class SemanticAgent(MemoryAgent):
         )
         best: str | None = None
         best_score = 0.0
+        vectors = self._vectors
         for candidate_id, embedding in candidates:
-            score = cosine(vector, unpack(embedding))
+            stored = vectors.get(embedding) if embedding else None
+            if stored is None:
+                stored = unpack(embedding)
+                if embedding:
+                    if len(vectors) >= VECTOR_CACHE:
+                        vectors.clear()
+                    vectors[embedding] = stored
+            score = cosine(vector, stored)
             if score > best_score:
                 best, best_score = candidate_id, score
         if best is None:
@@ -142,7 +157,7 @@ class SemanticAgent(MemoryAgent):
         reason: str,
         similarity: float | None = None,
     ) -> Memory:
-        metadata: dict[str, Any] = dict(new_memory(item, "", now).metadata)
+        metadata: dict[str, Any] = memory_metadata(item)
         metadata["mentions"] = int(memory.metadata.get("mentions", 1)) + 1
         metadata["supersedes_version"] = memory.version
         metadata["superseded_by"] = reason

@@ -590,6 +590,10 @@ class MemoryStore:
         publisher; writes of another process are counted when the publisher finds them."""
         self.on_transaction: Callable[[float], None] | None = None
         """Called with each committed write transaction's duration in seconds (metrics)."""
+        self.unsaved_published: int | None = None
+        """A published position (``Writes.save_published``) that the next transaction
+        saves, whoever runs it: the publisher needs no transaction of its own while
+        others are committing (see ``OutboxPublisher``)."""
 
     @property
     def is_open(self) -> bool:
@@ -638,7 +642,12 @@ class MemoryStore:
             tx = Transaction(thread)
             try:
                 yield tx
+                position = self.unsaved_published
+                if position is not None:
+                    tx.later(Writes.save_published, position)
                 await thread.call(tx._commit)
+                if self.unsaved_published == position:
+                    self.unsaved_published = None
             except BaseException:
                 with contextlib.suppress(Exception):
                     await thread.call(tx._rollback)
