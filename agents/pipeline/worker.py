@@ -322,13 +322,18 @@ class PipelineWorker:
         waiting = Counter(
             (w.source.partition, w.source.offset) for items in queued.values() for w in items
         )
-        async with self.store.transaction() as tx:
-            # The processor changes only inside this transaction, so what it saves matches
-            # the positions saved with it. Everything below is written in one call.
-            observed = self.processor.observe(records)
-            saved, forgotten, moved = self.processor.take_changes()
-            tx.later(Writes.save_processor, self.config.consumer, saved, forgotten, moved)
-            tx.later(
+        # The batch's bookkeeping (the processor's counts and baselines, aggregates,
+        # anomalies, deferred and rejected items, offsets) is queued on the store in the
+        # order batches are read, with nothing awaited between counting and queueing: the
+        # next write transaction, usually the agent's that applies these items, commits it
+        # first. Deferred items must be committed before their lane loads them, and a
+        # batch that queues nothing would otherwise wait for another: those commit now.
+        store = self.store
+        observed = self.processor.observe(records)
+        saved, forgotten, moved = self.processor.take_changes()
+        store.later(Writes.save_processor, self.config.consumer, saved, forgotten, moved)
+        if observed.aggregates:
+            store.later(
                 Writes.save_aggregates,
                 [
                     (
@@ -344,22 +349,25 @@ class PipelineWorker:
                     for a in observed.aggregates
                 ],
             )
-            if observed.anomalies:
-                tx.later(Writes.add_outbox, [self._audit_row(a) for a in observed.anomalies])
-            if deferred:
-                tx.later(
-                    Writes.defer, [(w.memory_type, w.source, AgentLane.encode(w)) for w in deferred]
-                )
-            if rejected:
-                tx.later(Writes.reject, rejected)
-            for record in records:
-                self.progress.settle(
-                    topic,
-                    record.partition,
-                    record.offset,
-                    waiting.get((record.partition, record.offset), 0),
-                )
-            tx.later(Writes.save_offsets, self.config.consumer, self.progress.changed())
+        if observed.anomalies:
+            store.later(Writes.add_outbox, [self._audit_row(a) for a in observed.anomalies])
+        if deferred:
+            store.later(
+                Writes.defer, [(w.memory_type, w.source, AgentLane.encode(w)) for w in deferred]
+            )
+        if rejected:
+            store.later(Writes.reject, rejected)
+        for record in records:
+            self.progress.settle(
+                topic,
+                record.partition,
+                record.offset,
+                waiting.get((record.partition, record.offset), 0),
+            )
+        store.later(Writes.save_offsets, self.config.consumer, self.progress.changed())
+        if deferred or not waiting:
+            async with store.transaction():
+                pass
         for name, items in queued.items():
             if items:
                 self.lanes[name].put(items)

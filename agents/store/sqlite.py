@@ -7,7 +7,7 @@ rather than upgraded half-way. A transaction's statements run as few calls into 
 writer thread as the caller can make them (``Transaction.run``, ``Transaction.later``):
 the pipeline applies a whole batch in one or two. A second connection, in a second
 thread, serves the read-only query functions; WAL gives it consistent snapshots while a
-write transaction is open.
+write transaction is open. WAL checkpoints run in a third thread, off the commit path.
 
 Every query function over memories takes the tenancy, ``organization_id`` and
 ``user_id``, as required keyword arguments: no function lists another user's memories.
@@ -38,8 +38,17 @@ from agents.store.schema import (
 )
 from agents.store.thread import SQLiteThread
 from agents.work import Source
+from gateway.streamlog.embedded.checkpointer import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 
 T = TypeVar("T")
+
+CHECKPOINT_INTERVAL_S = 0.25
+"""How often WAL pages are copied back into the database, in a thread of their own (the
+log's ``Checkpointer``): a checkpoint inside a ``COMMIT`` stalls the writer and every
+update waiting on it."""
+CHECKPOINT_RESTART_PAGES = 1_024
+"""WAL pages (4 MiB) past which the checkpointer restarts the WAL, holding the writer
+back while it copies what is left: kept small so that each such pause is short."""
 Op = Literal["created", "updated", "deleted", "expired"]
 
 _json = msgspec.json.Encoder()
@@ -371,7 +380,7 @@ class Writes:
         self.executemany(
             'INSERT INTO consumer_offsets (consumer, topic, partition, "offset", updated_at) '
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer, topic, partition) DO UPDATE SET "
-            '"offset" = excluded."offset", updated_at = excluded.updated_at',
+            '"offset" = max("offset", excluded."offset"), updated_at = excluded.updated_at',
             [(consumer, t, p, o, at) for (t, p), o in offsets.items()],
         )
 
@@ -493,6 +502,10 @@ class Transaction:
         """Queue ``fn(writes, *args)`` to run with the next call, or before ``COMMIT``."""
         self._later.append((fn, args))
 
+    def prepend(self, calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+        """Queue ``calls`` to run before the calls queued with ``later`` so far."""
+        self._later[:0] = calls
+
     def _commit(self, db: sqlite3.Connection) -> None:
         if self._writes is None and not self._later:
             return
@@ -590,6 +603,8 @@ class MemoryStore:
         publisher; writes of another process are counted when the publisher finds them."""
         self.on_transaction: Callable[[float], None] | None = None
         """Called with each committed write transaction's duration in seconds (metrics)."""
+        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._checkpointer: Checkpointer | None = None
         self.unsaved_published: int | None = None
         """A published position (``Writes.save_published``) that the next transaction
         saves, whoever runs it: the publisher needs no transaction of its own while
@@ -602,7 +617,12 @@ class MemoryStore:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         writer = SQLiteThread(
-            self.path, pragmas(self.durability, cache_kib=CACHE_KIB), name="memory-writer"
+            self.path,
+            (
+                *pragmas(self.durability, cache_kib=CACHE_KIB),
+                f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}",
+            ),
+            name="memory-writer",
         )
         await writer.open()
         try:
@@ -616,8 +636,15 @@ class MemoryStore:
             await writer.close()
             raise
         self.outbox_count = int(pending)
+        self._checkpointer = Checkpointer(
+            self.path, CHECKPOINT_INTERVAL_S, restart_pages=CHECKPOINT_RESTART_PAGES
+        )
+        self._checkpointer.start()
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
+            self._checkpointer = None
         for thread in (self._reader, self._writer):
             if thread is not None:
                 await thread.close()
@@ -633,22 +660,35 @@ class MemoryStore:
             raise RuntimeError(f"the memory store {self.path} is not open; call open() first")
         return self._reader
 
+    def later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(writes, *args)`` for the next transaction to commit, whichever it is
+        (queued calls run in order, before that transaction's own ``later`` calls). A
+        transaction that fails puts them back for the one after."""
+        self._pending.append((fn, args))
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """One write transaction: committed when the block ends, rolled back on error."""
+        """One write transaction: committed when the block ends, rolled back on error.
+        It also commits the calls queued with ``later`` and the published position."""
         thread = self._write_thread()
         async with self._tx_lock:
             started = time.perf_counter()
             tx = Transaction(thread)
+            taken: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
             try:
                 yield tx
+                taken, self._pending = self._pending, []
+                tx.prepend(taken)
                 position = self.unsaved_published
                 if position is not None:
                     tx.later(Writes.save_published, position)
                 await thread.call(tx._commit)
+                if self._checkpointer is not None:
+                    self._checkpointer.committed()
                 if self.unsaved_published == position:
                     self.unsaved_published = None
             except BaseException:
+                self._pending[:0] = taken
                 with contextlib.suppress(Exception):
                     await thread.call(tx._rollback)
                 raise
