@@ -178,16 +178,33 @@ class GroupCommitter:
             await self._task
 
     async def _run(self) -> None:
+        # A commit's producers are answered while the writer thread already commits what
+        # queued up meanwhile: answering (acks, fan-out wake-ups) and committing overlap
+        # instead of taking turns.
+        answered: tuple[list[Pending], list[list[Produced]] | Exception] | None = None
         while True:
-            await self._work.wait()
-            self._work.clear()
-            while self._queue:
+            if not self._queue and answered is None:
+                if self._closing:
+                    return
+                await self._work.wait()
+                self._work.clear()
+                continue
+            running: tuple[list[Pending], asyncio.Future[list[list[Produced]]]] | None = None
+            if self._queue:
                 batch = self._take()
-                await self._commit(batch)
-                if self._queued_records < self._queue_limit:
-                    self._room.set()
-            if self._closing:
-                return
+                work = [(p.topic_id, p.records) for p in batch]
+                running = batch, self._writer.submit(functools.partial(self._commit_sync, work))
+            if answered is not None:
+                self._answer(*answered)
+                answered = None
+            if self._queued_records < self._queue_limit:
+                self._room.set()
+            if running is not None:
+                batch, commit = running
+                try:
+                    answered = batch, await commit
+                except Exception as exc:
+                    answered = batch, exc
 
     def _take(self) -> list[Pending]:
         """The oldest waiting calls, up to ``max_records`` records (at least one call)."""
@@ -204,16 +221,13 @@ class GroupCommitter:
         self._queued_records -= count
         return batch
 
-    async def _commit(self, batch: list[Pending]) -> None:
-        work = [(p.topic_id, p.records) for p in batch]
-        try:
-            results = await self._writer.call(functools.partial(self._commit_sync, work))
-        except Exception as exc:
-            error = Unavailable(f"The stream log could not commit: {exc}. Retry shortly.")
+    def _answer(self, batch: list[Pending], outcome: list[list[Produced]] | Exception) -> None:
+        if isinstance(outcome, Exception):
+            error = Unavailable(f"The stream log could not commit: {outcome}. Retry shortly.")
             for pending in batch:
                 pending.answer(error)
             return
-        for pending, result in zip(batch, results, strict=True):
+        for pending, result in zip(batch, outcome, strict=True):
             pending.answer(result)
         self._on_commit({p.topic_id for p in batch})
 

@@ -42,8 +42,11 @@ class Writer:
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` in the writer thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, fn)
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Hand ``fn(connection)`` to the writer thread now; its future has the result."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn)
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
