@@ -6,7 +6,8 @@ rate, and raw SQLite inserting the same memories as a ceiling, all in one run.
 
 1. **throughput**: ``--events`` chat messages (a quarter "I like ... tea" statements of
    the users with facts, which the semantic agent deduplicates and supersedes; the rest
-   episodic) are written to the embedded log first; then a ``MemoryPipeline`` starts
+   episodic) are written to the log first (opened as the gateway opens it, with default
+   settings: the embedded log); then a ``MemoryPipeline`` starts
    over them and the clock runs until every record is applied and every memory update
    is produced (``wait_idle``): events in the log, the SmartModule chain (none for
    ``chat-messages``), the stream processor, the meta-memory manager, the agents, the
@@ -39,9 +40,8 @@ from agents.runner import MemoryPipeline
 from agents.store.schema import CACHE_KIB, MEMORY_COLUMNS, STATEMENTS, pragmas
 from gateway.services import open_registry
 from gateway.settings import Settings
-from gateway.streamlog.embedded import EmbeddedLog
-from gateway.streamlog.interface import NewRecord
-from gateway.streamlog.topics import load_topics
+from gateway.streamlog.factory import open_log
+from gateway.streamlog.interface import NewRecord, StreamLog
 from loadtest.bench.report import (
     CpuMeter,
     machine,
@@ -75,7 +75,7 @@ def chat_event(i: int, users: int, rng: random.Random) -> NewRecord:
 
 
 async def throughput(
-    pipeline: MemoryPipeline, log: EmbeddedLog, events: int, users: int, rng: random.Random
+    pipeline: MemoryPipeline, log: StreamLog, events: int, users: int, rng: random.Random
 ) -> dict[str, Any]:
     for start in range(0, events, 1_000):
         batch = [chat_event(i, users, rng) for i in range(start, min(events, start + 1_000))]
@@ -100,7 +100,7 @@ async def throughput(
 
 
 async def latency(
-    log: EmbeddedLog, first: int, rate: int, seconds: float, users: int, rng: random.Random
+    log: StreamLog, first: int, rate: int, seconds: float, users: int, rng: random.Random
 ) -> dict[str, Any]:
     description = await log.describe_topic("memory-updates")
     tail = log.tail(
@@ -193,11 +193,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         settings = Settings(data_dir=data_dir, memory_pipeline="serve")
-        log = EmbeddedLog(
-            settings.database_path,
-            topics=load_topics(settings.resolved_topics_file),
-            poll_interval_ms=5,
-        )
+        log = open_log(settings)  # as the gateway opens it (embedded by default)
         await log.open()
         pipeline = MemoryPipeline.from_settings(settings, log, registry=open_registry(settings))
         try:
