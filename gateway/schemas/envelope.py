@@ -158,13 +158,15 @@ def stamp(
             "a token with the admin scope may publish for other users.",
             [ErrorDetail(path="$.event.user_id", problem="not the token's user")],
         )
-    return msgspec.structs.replace(
-        event,
-        id=event.id or new_event_id(),
-        organization_id=organization_id,
-        user_id=event.user_id if event.user_id is not None else user_id,
-        timestamp=event.timestamp if event.timestamp is not None else int(time.time() * 1000),
-    )
+    # In place: the envelope was decoded for this call and belongs to it.
+    if not event.id:
+        event.id = new_event_id()
+    event.organization_id = organization_id
+    if event.user_id is None:
+        event.user_id = user_id
+    if event.timestamp is None:
+        event.timestamp = int(time.time() * 1000)
+    return event
 
 
 def encode_event(event: Envelope, max_bytes: int) -> bytes:

@@ -120,10 +120,17 @@ class ErrorBody(Struct, omit_defaults=True):
     temporary: bool = False
 
 
+class BatchResult(Struct):
+    partition: int
+    offset: int
+    event_id: str
+    duplicate: bool
+
+
 class BatchAck(Struct, tag="batch_ack", tag_field="op"):
     id: RequestId
     topic: str
-    results: list[dict[str, Any]]
+    results: list[BatchResult | dict[str, Any]]
 
 
 class Subscribed(Struct, tag="subscribed", tag_field="op"):
@@ -209,11 +216,13 @@ class Codec:
         if encoding == "json":
             self._frames: Any = msgspec.json.Decoder(ClientFrame)
             self._items: Any = msgspec.json.Decoder(BatchItem)
+            self._item_list: Any = msgspec.json.Decoder(list[BatchItem])
             self._probe: Any = msgspec.json.Decoder(_Probe)
             self._encode: Any = msgspec.json.Encoder().encode
         else:
             self._frames = msgspec.msgpack.Decoder(ClientFrame)
             self._items = msgspec.msgpack.Decoder(BatchItem)
+            self._item_list = msgspec.msgpack.Decoder(list[BatchItem])
             self._probe = msgspec.msgpack.Decoder(_Probe)
             self._encode = msgspec.msgpack.Encoder().encode
 
@@ -230,6 +239,26 @@ class Codec:
         except msgspec.DecodeError as exc:
             what = "JSON" if self.encoding == "json" else "MessagePack"
             raise FrameError(InvalidFrame(f"The frame is not valid {what}: {exc}."), None) from None
+
+    def decode_items(self, raws: list[msgspec.Raw]) -> list[BatchItem] | None:
+        """Every item of a batch in one pass, or None when one of them is invalid (then
+        ``decode_item`` per item tells which, and the valid ones still go through)."""
+        if self.binary:
+            count = len(raws)
+            if count < 16:
+                header = bytes((0x90 | count,))
+            elif count < 65_536:
+                header = b"\xdc" + count.to_bytes(2, "big")
+            else:
+                header = b"\xdd" + count.to_bytes(4, "big")
+            data = header + b"".join(raws)
+        else:
+            data = b"[" + b",".join(raws) + b"]"
+        try:
+            items: list[BatchItem] = self._item_list.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        return items
 
     def decode_item(self, raw: msgspec.Raw, index: int) -> BatchItem:
         try:
@@ -362,3 +391,15 @@ def msgpack_prefix(sub: str) -> bytes:
         + _msgpack.encode("sub")
         + _msgpack.encode(sub)
     )
+
+
+_CODECS: dict[str, Codec] = {}
+
+
+def codec_for(encoding: Encoding) -> Codec:
+    """The codec of ``encoding``, built once and shared (decoders and encoders keep no
+    per-message state)."""
+    codec = _CODECS.get(encoding)
+    if codec is None:
+        codec = _CODECS[encoding] = Codec(encoding)
+    return codec

@@ -57,7 +57,7 @@ class Session:
         self.id = uuid.uuid4().hex[:16]
         self.websocket = websocket
         self.hub = hub
-        self.codec = f.Codec(encoding)
+        self.codec = f.codec_for(encoding)
         self.binary = self.codec.binary
         self.principal: Principal | None = None
         self.connected_at = time.monotonic()
@@ -377,11 +377,12 @@ class Session:
             )
         self.hub.log.topic(frame.topic)
         self._admit_publish(max(1, len(frame.events)))
-        results: list[dict[str, Any] | None] = []
+        results: list[f.BatchResult | dict[str, Any] | None] = []
         records: list[tuple[int, NewRecord, str]] = []
+        items = self.codec.decode_items(frame.events) if frame.events else []
         for index, raw in enumerate(frame.events):
             try:
-                item = self.codec.decode_item(raw, index)
+                item = items[index] if items is not None else self.codec.decode_item(raw, index)
                 record, event_id = self._prepare(frame.topic, item.event, item.key, index)
             except GatewayError as error:
                 self.hub.metrics.errors.labels(error.code).inc()
@@ -446,7 +447,7 @@ class Session:
     async def _produce_batch(
         self,
         frame: f.PublishBatch,
-        results: list[dict[str, Any] | None],
+        results: list[f.BatchResult | dict[str, Any] | None],
         records: list[tuple[int, NewRecord, str]],
     ) -> None:
         if records:
@@ -456,15 +457,13 @@ class Session:
                 for index, _, _ in records:
                     results[index] = f.error_result(error)
             else:
+                fresh = 0
                 for (index, _, event_id), where in zip(records, produced, strict=True):
-                    results[index] = {
-                        "partition": where.partition,
-                        "offset": where.offset,
-                        "event_id": event_id,
-                        "duplicate": where.duplicate,
-                    }
-                fresh = sum(1 for p in produced if not p.duplicate)
-                self.hub.metrics.produced.labels(frame.topic).inc(fresh)
+                    results[index] = f.BatchResult(
+                        where.partition, where.offset, event_id, where.duplicate
+                    )
+                    fresh += not where.duplicate
+                self.hub.metrics.child(self.hub.metrics.produced, frame.topic).inc(fresh)
         self.reply(f.BatchAck(id=frame.id, topic=frame.topic, results=[r or {} for r in results]))
 
     # -- subscriptions --------------------------------------------------------------------------
