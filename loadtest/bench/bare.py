@@ -1,13 +1,15 @@
 """How the bare ceiling servers run: uvicorn with the event loop and WebSocket protocol
 the gateway uses.
 
-``agentmem-gateway serve`` runs uvicorn on the standard asyncio loop with the WebSocket
-protocol of its ``ws_implementation`` setting. ``uvicorn.run`` with its defaults would give
-a bare server uvloop and another protocol, and part of the gap to the ceiling would then be
-a configuration choice rather than the gateway's own work. So a bare server takes the
-protocol from ``AGENTMEM_BENCH_BARE_WS``, else ``AGENTMEM_WS_IMPLEMENTATION``, else the
-gateway's default, and the loop from ``AGENTMEM_BENCH_BARE_LOOP`` (default ``asyncio``).
-Against a ``--target`` started with another setting, set ``AGENTMEM_BENCH_BARE_WS`` to match.
+``agentmem-gateway serve`` runs uvicorn on the loop of its ``event_loop`` setting (uvloop
+when installed) with the WebSocket protocol of its ``ws_implementation`` setting (its own
+``gateway`` protocol by default). A bare server takes the same, so that the gap to the
+ceiling is the gateway's own work rather than a configuration choice: the protocol from
+``AGENTMEM_BENCH_BARE_WS``, else ``AGENTMEM_WS_IMPLEMENTATION``, else the gateway's default;
+the loop from ``AGENTMEM_BENCH_BARE_LOOP``, else ``AGENTMEM_EVENT_LOOP``, else the gateway's
+default. ``AGENTMEM_BENCH_BARE_WS=websockets-sansio`` gives stock uvicorn's protocol (the
+ceiling of a gateway that had not tuned its transport). Against a ``--target`` started with
+other settings, set both to match.
 """
 
 from __future__ import annotations
@@ -26,7 +28,17 @@ def stack() -> dict[str, str]:
     ws = os.environ.get("AGENTMEM_BENCH_BARE_WS") or os.environ.get(
         "AGENTMEM_WS_IMPLEMENTATION", Settings().ws_implementation
     )
-    return {"loop": os.environ.get("AGENTMEM_BENCH_BARE_LOOP", "asyncio"), "ws": ws}
+    loop = os.environ.get("AGENTMEM_BENCH_BARE_LOOP") or os.environ.get(
+        "AGENTMEM_EVENT_LOOP", Settings().event_loop
+    )
+    if loop == "auto":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            loop = "asyncio"
+        else:
+            loop = "uvloop"
+    return {"loop": loop, "ws": ws}
 
 
 def _ws_protocol(name: str) -> Any:
