@@ -40,12 +40,13 @@ class LoopCounter(Collector):
     ) -> None:
         self._name = name
         self._documentation = documentation
-        self._labels = list(labels)
+        self._labelnames = tuple(labels)
         self._children: dict[str, LoopCounter.Child] = {}
         self._unlabelled = self.Child()
         registry.register(self)
 
     def labels(self, value: str) -> LoopCounter.Child:
+        """The child of one label value (the counter has exactly one label)."""
         child = self._children.get(value)
         if child is None:
             child = self._children[value] = self.Child()
@@ -55,8 +56,10 @@ class LoopCounter(Collector):
         self._unlabelled.value += amount
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
-        if self._labels:
+        family = CounterMetricFamily(
+            self._name, self._documentation, labels=list(self._labelnames)
+        )
+        if self._labelnames:
             for value, child in self._children.items():
                 family.add_metric([value], child.value)
         else:

@@ -28,6 +28,7 @@ def test_quick_suite_writes_every_table(tmp_path: Path) -> None:
         "idle_connections",
         "smartmodule_throughput",
         "fanout_chains",
+        "memory_pipeline",
     }
     for path in out.glob("*.json"):
         report = json.loads(path.read_text())
