@@ -51,12 +51,15 @@ def run(args: argparse.Namespace) -> int:
     # The pipeline, imported only to run it: other commands start faster without it.
     from agents.config import PipelineConfig
     from agents.errors import PipelineError
+    from gateway.cli.serve import loop_factory
 
     settings = settings_from_args(args)
     configure_logging(settings.log_level, settings.log_format)
     try:
         config = PipelineConfig.from_settings(settings)
-        asyncio.run(_serve(settings, config, exit_when_idle=bool(args.exit_when_idle)))
+        # The same event loop as ``serve`` (the ``event_loop`` setting: uvloop when installed).
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(_serve(settings, config, exit_when_idle=bool(args.exit_when_idle)))
     except PipelineError as exc:
         return fail(str(exc))
     return 0

@@ -38,6 +38,7 @@ from typing import Any
 
 from agents.runner import MemoryPipeline
 from agents.store.schema import CACHE_KIB, MEMORY_COLUMNS, STATEMENTS, pragmas
+from gateway.cli.serve import loop_factory
 from gateway.services import open_registry
 from gateway.settings import Settings
 from gateway.streamlog.factory import open_log
@@ -214,10 +215,19 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--rate-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop, as the gateway's event_loop setting (auto: uvloop when installed)",
+    )
     parser.add_argument("--out", default="loadtest/results/memory-pipeline.json")
     args = parser.parse_args()
     print_header()
-    results = asyncio.run(run(args))
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+        results = runner.run(run(args))
+        loop = type(runner.get_loop()).__module__.split(".")[0]
+    print(f"event loop: {loop}")
     backlog, steady, raw = results["throughput"], results["latency"], results["ceiling"]
     print_table(
         "Memory pipeline (embedded log, in process; ceiling: raw sqlite3, same schema)",
@@ -260,6 +270,7 @@ def main() -> None:
             "command": "python -m loadtest.bench.memory_pipeline",
             **vars(args),
             "machine": machine(),
+            "event_loop": loop,
             **results,
         },
     )
