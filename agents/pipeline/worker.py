@@ -6,11 +6,13 @@ order) as one unit:
 
 1. the SmartModule chain of the topic runs on the batch (in a worker thread);
 2. each output is decoded and classified by the meta-memory manager;
-3. one transaction counts the batch in the stream processor, queues its anomalies for
-   ``audit-logs``, writes the items for overloaded agents to ``deferred``, records
-   rejections and advances the committed offsets as far as is safe;
-4. the remaining items go to their agents' queues; each agent applies them in its own
-   transactions, which also advance the committed offsets.
+3. the stream processor counts the batch; its state, the anomalies for ``audit-logs``,
+   the items for overloaded agents (``deferred``), rejections and the offsets advanced
+   as far as is safe are queued on the store, in batch order, and committed first by the
+   next transaction (the agent's that applies the batch's items, or the batch's own when
+   it deferred items or queued none);
+4. the remaining items go to their agents' queues; each agent applies a batch of them in
+   one transaction, which also advances the committed offsets.
 
 The memory database is the only place offsets are committed, in the same transactions as
 what they account for: see ``agents/pipeline/progress.py`` and ``docs/memory-pipeline.md``
