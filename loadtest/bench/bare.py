@@ -66,6 +66,12 @@ def serve(app: Any, port: int) -> None:
     )
 
 
+def gateway_environ() -> dict[str, str]:
+    """This process's environment without the benchmark's own ``AGENTMEM_BENCH_*`` knobs,
+    which a gateway would refuse as unknown settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AGENTMEM_BENCH_")}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -26,6 +26,7 @@ from gateway.auth.tokens import TokenAuthority
 from gateway.streamlog.embedded import EmbeddedLog
 from gateway.streamlog.interface import TopicSpec
 from loadtest.bench import httpgen
+from loadtest.bench.bare import gateway_environ
 from loadtest.bench.report import CpuMeter, machine, percentile, print_table, write_json
 
 VALUE = (
@@ -94,7 +95,7 @@ SECRET = "bench-secret-0123456789abcdef-0123456789"
 def start_server(data_dir: Path, durability: str) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     env = {
-        **os.environ,
+        **gateway_environ(),
         "AGENTMEM_DATA_DIR": str(data_dir),
         "AGENTMEM_JWT_SECRET": SECRET,
         "AGENTMEM_DURABILITY": durability,

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from gateway.auth.tokens import TokenAuthority
-from loadtest.bench.bare import free_port, stop, wait_listening
+from loadtest.bench.bare import free_port, gateway_environ, stop, wait_listening
 
 SECRET = "bench-secret-0123456789abcdef-0123456789"
 CONNECTIONS_PER_USER = 100
@@ -141,7 +141,7 @@ class Gateway:
 
 def local_env(data_dir: Path, pipeline: str = "off") -> dict[str, str]:
     return {
-        **os.environ,
+        **gateway_environ(),
         "AGENTMEM_DATA_DIR": str(data_dir),
         "AGENTMEM_JWT_SECRET": SECRET,
         "AGENTMEM_LOG_LEVEL": "warning",
