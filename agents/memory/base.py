@@ -105,6 +105,12 @@ class MemoryAgent(abc.ABC):
     def apply_sync(self, tx: Writes, items: Sequence[MemoryWork], now: int) -> list[Applied]:
         """Apply ``items`` in order (in the writer thread); returns each item's changes."""
 
+    def prepare(self, items: Sequence[MemoryWork]) -> None:  # noqa: B027 (optional hook)
+        """Work on ``items`` that needs no database, done in the event loop before their
+        call into the writer thread, where it overlaps with another batch's SQLite work
+        instead of lengthening the serial one. Nothing by default."""
+
     async def apply(self, tx: Transaction, items: Sequence[MemoryWork], now: int) -> list[Applied]:
         """``apply_sync`` as one call inside ``tx``."""
+        self.prepare(items)
         return await tx.run(self.apply_sync, items, now)

@@ -49,9 +49,17 @@ class SemanticAgent(MemoryAgent):
     ) -> None:
         super().__init__(config, store)
         self.embedder = embedder or HashedNgramEmbedder()
+        self._embedded: dict[str, dict[int, float]] = {}
+        """Embeddings of the batch about to be applied (``prepare``), by content."""
         self._vectors: dict[bytes, dict[int, float]] = {}
         """Decoded embeddings by their stored bytes: the same recent facts are compared
         with every new fact of their user."""
+
+    def prepare(self, items: Sequence[MemoryWork]) -> None:
+        # Embedding is pure CPU: done here, it runs while the writer thread is in SQLite.
+        # Only the coming batch is kept; an entry not used is computed again if needed.
+        embedded = {item.content: self.embedder.embed(item.content) for item in items}
+        self._embedded = embedded
 
     def apply_sync(self, tx: Writes, items: Sequence[MemoryWork], now: int) -> list[Applied]:
         # One at a time: each fact is compared with the facts stored before it.
@@ -68,7 +76,9 @@ class SemanticAgent(MemoryAgent):
         same = tx.by_hash(organization_id=org, user_id=user, memory_type="semantic", hash=hash_)
         if same is not None:
             return [self._update(tx, self._reinforce(same, item, now, source))]
-        vector = self.embedder.embed(item.content)
+        vector = self._embedded.pop(item.content, None)
+        if vector is None:
+            vector = self.embedder.embed(item.content)
         if item.subject:
             slot = tx.by_subject(
                 organization_id=org, user_id=user, memory_type="semantic", subject=item.subject

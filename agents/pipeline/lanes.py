@@ -160,6 +160,7 @@ class AgentLane:
 
     async def _apply_batch(self, items: list[Item]) -> None:
         now = now_ms()
+        self.agent.prepare([work for work, _ in items])
         async with self.store.transaction() as tx:
             # One call applies the batch; the offsets go with the COMMIT (a second call).
             fresh = await tx.run(self._apply_in_thread, items, now)
