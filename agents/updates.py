@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from agents.store.sqlite import Change, HistoryRow, MemoryStore, Writes, now_ms
+from agents.store.sqlite import HistoryRow, MemoryStore, Writes
 from gateway.schemas.envelope import ENVELOPES
 from gateway.schemas.payloads import LogEntry, MemoryUpdate, RecordSource
 from gateway.streamlog.interface import NewRecord, StreamLog
@@ -40,46 +40,10 @@ OutboxRow = tuple[str, bytes | None, bytes, str]
 """``(topic, key, value, idempotency_key)``."""
 
 
-def update_id(change: Change) -> str:
-    """The change's identity: envelope id and idempotency key of its memory update."""
-    return f"{change.memory.id}:{change.memory.version}:{change.op}"
-
-
-def memory_update(change: Change, at: int) -> MemoryUpdate:
-    m = change.memory
-    source = m.source
-    return MemoryUpdate(
-        op=change.op,
-        memory_id=m.id,
-        memory_type=m.memory_type,
-        organization_id=m.organization_id,
-        user_id=m.user_id,
-        agent_id=m.agent_id,
-        importance=m.importance,
-        content=m.content,
-        version=m.version,
-        source=RecordSource(source.topic, source.partition, source.offset) if source else None,
-        timestamp=at,
-    )
-
-
-def memory_update_row(change: Change, topic: str, at: int | None = None) -> OutboxRow:
-    """The outbox row of a memory change: a ``memory_update`` envelope keyed by user."""
-    at = now_ms() if at is None else at
-    key = update_id(change)
-    envelope = _MemoryUpdateEvent(
-        id=key,
-        organization_id=change.memory.organization_id,
-        user_id=change.memory.user_id,
-        timestamp=at,
-        payload=memory_update(change, at),
-    )
-    return topic, change.memory.user_id.encode(), _encoder.encode(envelope), key
-
-
 def history_update_row(row: HistoryRow, topic: str) -> OutboxRow:
-    """The memory update of a history row (the same envelope ``memory_update_row`` makes
-    of the change, stamped with the time of the change)."""
+    """The memory update of a history row: a ``memory_update`` envelope keyed by the user,
+    stamped with the time of the change, whose id and idempotency key is
+    ``<memory_id>:<version>:<op>``."""
     key = f"{row.memory_id}:{row.version}:{row.op}"
     source = (
         RecordSource(row.source_topic, row.source_partition or 0, row.source_offset or 0)
