@@ -2,14 +2,16 @@
 rate, and raw SQLite inserting the same memories as a ceiling, all in one run.
 
     python -m loadtest.bench.memory_pipeline [--events 30000] [--users 1000]
-        [--rate 1000] [--rate-seconds 10] [--out loadtest/results/memory-pipeline.json]
+        [--rate 1000] [--rate-seconds 10] [--loop auto|uvloop|asyncio]
+        [--out loadtest/results/memory-pipeline.json]
+
+Everything runs in one process on the event loop ``serve`` would use (``--loop``).
 
 1. **throughput**: ``--events`` chat messages (a quarter "I like ... tea" statements of
    the users with facts, which the semantic agent deduplicates and supersedes; the rest
    episodic) are written to the log first (opened as the gateway opens it, with default
-   settings: the embedded log); then a ``MemoryPipeline`` starts
-   over them and the clock runs until every record is applied and every memory update
-   is produced (``wait_idle``): events in the log, the SmartModule chain (none for
+   settings: the embedded log); then a ``MemoryPipeline`` starts over them and the
+   clock runs until every record is applied and every memory update is produced (``wait_idle``): events in the log, the SmartModule chain (none for
    ``chat-messages``), the stream processor, the meta-memory manager, the agents, the
    store and the updates produced to ``memory-updates``. Each event makes one memory
    change (a memory, or a new version of one). The process's CPU over the phase is
