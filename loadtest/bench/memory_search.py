@@ -1,30 +1,24 @@
-"""Memory service benchmarks: hybrid search latency, pipeline throughput, update latency.
+"""Memory search benchmark: hybrid search latency at 100,000 memories.
 
     python -m loadtest.bench.memory_search [--memories 100000] [--users 100]
-        [--queries 400] [--warmup 1000] [--vectors qdrant,exact] [--search-only]
-        [--pipeline-events 30000] [--rate 1000] [--rate-seconds 10]
+        [--queries 400] [--warmup 1000] [--vectors qdrant,exact]
         [--out loadtest/results/memory.json]
 
-1. **search**: ``MemoryService.search`` in process (no HTTP) over ``--memories``
+``MemoryService.search`` in process (no HTTP) over ``--memories``
    synthetic memories of ``--users`` users of one organization, default (hashed)
    embedder. Every backend of ``--vectors`` in turn over the same memories and queries:
    the default configuration (Qdrant local mode) first, ``exact`` beside it. Per backend:
    index rate (embedding and vector writes apart), open time after a restart, then
    per-user queries (the common case) and organization-wide queries (an admin token:
    the vector leg scans every memory), p50/p99 and recall@10 each.
-2. **pipeline**: ``--pipeline-events`` chat messages written to the embedded log first,
-   then a ``MemoryPipeline`` started over them: memories/s from start until every record
-   is applied and every memory update is produced.
-3. **update latency**: with the pipeline caught up, chat messages produced at ``--rate``
-   per second; the time from the produce call to the matching ``memory_update`` read
-   from a tail of ``memory-updates``.
+
+The pipeline's throughput and update latency are measured by ``memory_pipeline``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import tempfile
 import time
@@ -33,15 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from agents.memory.base import content_hash
-from agents.runner import MemoryPipeline, memory_database_path
+from agents.runner import memory_database_path
 from agents.store.filters import MemoryFilter
 from agents.store.sqlite import Change, Memory, MemoryStore, now_ms
 from gateway.memory.service import MemoryService
-from gateway.services import open_registry
 from gateway.settings import Settings
-from gateway.streamlog.embedded import EmbeddedLog
-from gateway.streamlog.interface import NewRecord
-from gateway.streamlog.topics import load_topics
 from loadtest.bench.report import machine, percentile, print_table, write_json
 
 ORG = "bench"
@@ -190,125 +180,13 @@ async def backend_run(
 LABELS = {"qdrant": "qdrant local (default)", "exact": "exact"}
 
 
-def chat_record(i: int, users: int, rng: random.Random) -> NewRecord:
-    user = f"u{i % users}"
-    if i % 4 == 0:
-        content = f"I like {rng.choice(['green', 'black', 'oolong', 'mint'])} tea number {i}"
-    else:
-        content = f"Talked about the {rng.choice(['budget', 'trip', 'garden', 'book'])} item {i}"
-    event = {
-        "type": "chat_message",
-        "id": f"ev-{i}",
-        "organization_id": ORG,
-        "user_id": user,
-        "timestamp": now_ms(),
-        "payload": {"conversation_id": f"c{i % 50}", "role": "user", "content": content},
-    }
-    return NewRecord(value=json.dumps(event).encode(), key=user.encode())
-
-
-async def pipeline_run(events: int, rate: int, rate_seconds: float, seed: int) -> dict[str, Any]:
-    rng = random.Random(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp)
-        settings = Settings(data_dir=data_dir, memory_pipeline="serve")
-        log = EmbeddedLog(
-            settings.database_path,
-            topics=load_topics(settings.resolved_topics_file),
-            poll_interval_ms=5,
-        )
-        await log.open()
-        for start in range(0, events, 1_000):
-            await log.produce_batch(
-                "chat-messages",
-                [chat_record(i, 1_000, rng) for i in range(start, min(events, start + 1_000))],
-            )
-        pipeline = MemoryPipeline.from_settings(settings, log, registry=open_registry(settings))
-        started = time.perf_counter()
-        await pipeline.start()
-        await pipeline.worker.wait_idle(timeout=600, poll_s=0.01)
-        elapsed = time.perf_counter() - started
-        memories = int((await pipeline.store.fetch("SELECT count(*) FROM memories"))[0][0])
-        result: dict[str, Any] = {
-            "events": events,
-            "memories": memories,
-            "seconds": elapsed,
-            "events_per_s": events / elapsed,
-        }
-
-        # Update latency at a steady rate, with the pipeline caught up.
-        description = await log.describe_topic("memory-updates")
-        tail = log.tail(
-            "memory-updates",
-            None,
-            start={p.partition: p.end_offset for p in description.partitions},
-        )
-        sent: dict[tuple[int, int], float] = {}
-        latencies: list[float] = []
-        total = int(rate * rate_seconds)
-
-        async def follow() -> None:
-            async for records in tail:
-                arrived = time.perf_counter()
-                for record in records:
-                    payload = json.loads(record.value)["payload"]
-                    source = payload.get("source")
-                    if payload["op"] not in ("created", "updated") or not source:
-                        continue
-                    at = sent.get((source["partition"], source["offset"]))
-                    if at is not None:
-                        latencies.append((arrived - at) * 1000)
-                if len(latencies) >= total:
-                    return
-
-        follower = asyncio.create_task(follow())
-        tick = 0.01
-        per_tick = max(1, int(rate * tick))
-        begin = time.perf_counter()
-        i = events
-        while i < events + total:
-            batch = [
-                chat_record(n, 1_000, rng) for n in range(i, min(events + total, i + per_tick))
-            ]
-            now = time.perf_counter()
-            futures = [(log.produce_nowait("chat-messages", r.key, r.value), now) for r in batch]
-            for future, at in futures:
-                produced = await future
-                sent[(produced.partition, produced.offset)] = at
-            i += len(batch)
-            delay = begin + (i - events) / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        try:
-            await asyncio.wait_for(follower, 30)
-        except TimeoutError:
-            follower.cancel()
-        await tail.aclose()
-        result.update(
-            {
-                "rate_per_s": rate,
-                "rate_events": total,
-                "updates_seen": len(latencies),
-                "update_p50_ms": percentile(latencies, 50),
-                "update_p99_ms": percentile(latencies, 99),
-            }
-        )
-        await pipeline.stop(10)
-        await log.close()
-    return result
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     backends = [b.strip() for b in args.vectors.split(",") if b.strip()]
     search = await search_run(
         backends, args.memories, args.users, args.queries, args.warmup, seed=1
     )
     print_table("hybrid search (in process, limit 10, hashed embedder)", search)
-    if args.search_only:
-        return {"machine": machine(), "search": search}
-    pipeline = await pipeline_run(args.pipeline_events, args.rate, args.rate_seconds, 3)
-    print_table("memory pipeline (embedded log, in process)", [pipeline])
-    return {"machine": machine(), "search": search, "pipeline": pipeline}
+    return {"machine": machine(), "search": search}
 
 
 def main() -> None:
@@ -322,10 +200,9 @@ def main() -> None:
         default="qdrant,exact",
         help="vector backends to measure over the same corpus (the default first)",
     )
-    parser.add_argument("--search-only", action="store_true", help="skip the pipeline runs")
-    parser.add_argument("--pipeline-events", type=int, default=30_000)
-    parser.add_argument("--rate", type=int, default=1_000)
-    parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--search-only", action="store_true", help="accepted for older scripts; always so"
+    )
     parser.add_argument("--out", default="loadtest/results/memory.json")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
