@@ -10,7 +10,8 @@
    the default configuration (Qdrant local mode) first, ``exact`` beside it. Per backend:
    index rate (embedding and vector writes apart), open time after a restart, then
    per-user queries (the common case) and organization-wide queries (an admin token:
-   the vector leg scans every memory), p50/p99 and recall@10 each.
+   the vector leg scans every memory), p50/p99 and recall@10 each. Beside them, as the
+   ceiling, one raw ``sqlite3`` FTS5 query per search over the same database.
 
 The pipeline's throughput and update latency are measured by ``memory_pipeline``.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sqlite3
 import tempfile
 import time
 from collections.abc import Sequence
@@ -96,7 +98,45 @@ async def search_run(
         for vectors in backends:
             result = await backend_run(data_dir, vectors, texts, users, queries, warmup, seed)
             rows.append({"insert_per_s": insert_per_s, **result})
+        rows.append(ceiling_run(data_dir, texts, users, queries, seed))
     return rows
+
+
+def ceiling_run(
+    data_dir: Path, texts: list[str], users: int, queries: int, seed: int
+) -> dict[str, Any]:
+    """The ceiling: what any search of these memories must at least do, one FTS5 keyword
+    query per search (the same words, restricted to the user) straight from ``sqlite3``,
+    without a vector leg, fusion, or hydrating the results."""
+    rng = random.Random(seed + 1)
+    db = sqlite3.connect(memory_database_path(data_dir))
+    count = len(texts)
+    latencies = []
+    hits = 0
+    try:
+        for _ in range(queries):
+            i = rng.randrange(count)
+            words = rng.sample(texts[i].split(), 3)
+            expression = " OR ".join(f'"{w}"' for w in words)
+            t0 = time.perf_counter()
+            found = db.execute(
+                "SELECT m.id FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
+                "WHERE memories_fts MATCH ? AND m.organization_id = ? AND m.user_id = ? "
+                "ORDER BY bm25(memories_fts) LIMIT 10",
+                (expression, ORG, f"u{i % users}"),
+            ).fetchall()
+            latencies.append((time.perf_counter() - t0) * 1000)
+            hits += any(row[0] == f"mem_{i:024x}" for row in found)
+    finally:
+        db.close()
+    return {
+        "label": "ceiling: raw sqlite3 FTS5, keyword leg only",
+        "memories": count,
+        "users": users,
+        "user_p50_ms": percentile(latencies, 50),
+        "user_p99_ms": percentile(latencies, 99),
+        "user_recall_at_10": hits / queries,
+    }
 
 
 async def backend_run(
