@@ -98,11 +98,11 @@ async def search_run(
         for vectors in backends:
             result = await backend_run(data_dir, vectors, texts, users, queries, warmup, seed)
             rows.append({"insert_per_s": insert_per_s, **result})
-        rows.append(ceiling_run(data_dir, texts, users, queries, seed))
+        rows.append(reference_run(data_dir, texts, users, queries, seed))
     return rows
 
 
-def ceiling_run(
+def reference_run(
     data_dir: Path, texts: list[str], users: int, queries: int, seed: int
 ) -> dict[str, Any]:
     """The reference beside the service: one FTS5 keyword query per search (the same three
