@@ -76,13 +76,9 @@ def next_version(memory: Memory, now: int, **fields: Any) -> Memory:
     return msgspec.structs.replace(memory, version=memory.version + 1, updated_at=now, **fields)
 
 
-async def record_changes(
-    tx: Transaction, changes: Sequence[Change], updates_topic: str, now: int
-) -> None:
+async def record_changes(tx: Transaction, changes: Sequence[Change], now: int) -> None:
     """Append the changes to the history, which queues their memory updates: the
-    pipeline's publisher produces every history row to its ``updates_topic``, which is
-    ``updates_topic`` here in every caller (the argument stays for them)."""
-    del updates_topic
+    pipeline's publisher produces every history row to its updates topic."""
     if changes:
         await tx.record_history(changes, now)
 

@@ -122,7 +122,6 @@ class MemoryService:
         self.pipeline = pipeline
         self.metrics = metrics
         config = pipeline.config if pipeline is not None else PipelineConfig.from_settings(settings)
-        self.updates_topic = config.updates_topic
         self._own_store = pipeline is None
         self.store = (
             pipeline.store
@@ -288,9 +287,7 @@ class MemoryService:
         memories = [self._materialize(d, now) for d in drafts]
         async with self.store.transaction() as tx:
             await tx.insert_memories(memories)
-            await record_changes(
-                tx, [Change("created", m) for m in memories], self.updates_topic, now
-            )
+            await record_changes(tx, [Change("created", m) for m in memories], now)
         await self._written()
         self._observe("create", started)
         return memories
@@ -347,7 +344,7 @@ class MemoryService:
                 current, version=current.version + 1, updated_at=now, source=None, **changes
             )
             await tx.update_memory(updated)
-            await record_changes(tx, [Change("updated", updated)], self.updates_topic, now)
+            await record_changes(tx, [Change("updated", updated)], now)
         await self._written()
         self._observe("update", started)
         return updated
@@ -371,7 +368,7 @@ class MemoryService:
                 gone = msgspec.structs.replace(memory, updated_at=now, source=None)
                 changes.append(Change("deleted", gone))
                 results.append(memory.id)
-            await record_changes(tx, changes, self.updates_topic, now)
+            await record_changes(tx, changes, now)
         if changes:
             await self._written()
         self._observe("delete", started)

@@ -27,7 +27,7 @@ async def apply(store: MemoryStore, agent: MemoryAgent, *items: MemoryWork) -> l
     async with store.transaction() as tx:
         results = await agent.apply(tx, items, NOW)
         changes = [c for _, cs in results for c in cs]
-        await record_changes(tx, changes, "memory-updates", NOW)
+        await record_changes(tx, changes, NOW)
     return changes
 
 
@@ -277,7 +277,7 @@ async def test_working_memories_expire_after_their_ttl(store: MemoryStore) -> No
     async with store.transaction() as tx:
         assert await agent.expire(tx, start + 4_999) == []
         expired = await agent.expire(tx, start + 60_000)
-        await record_changes(tx, expired, "memory-updates", NOW)
+        await record_changes(tx, expired, NOW)
     assert sorted(c.memory.content for c in expired) == ["short", "typing"]
     assert all(c.op == "expired" and c.memory.metadata["expired_by"] == "ttl" for c in expired)
     left = await store.list_memories(organization_id=ORG, user_id="alice", memory_type="working")

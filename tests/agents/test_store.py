@@ -25,7 +25,7 @@ async def fill(store: MemoryStore) -> None:
     ]
     async with store.transaction() as tx:
         results = await agent.apply(tx, items, 1)
-        await record_changes(tx, [c for _, cs in results for c in cs], "memory-updates", 1)
+        await record_changes(tx, [c for _, cs in results for c in cs], 1)
 
 
 async def test_every_query_is_scoped_to_one_user(store: MemoryStore) -> None:

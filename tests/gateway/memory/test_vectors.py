@@ -124,7 +124,7 @@ async def test_indexer_follows_the_history_and_rebuilds(tmp_path: Path) -> None:
     ]  # fmt: skip
     async with store.transaction() as tx:
         await tx.insert_memories(memories)
-        await record_changes(tx, [Change("created", m) for m in memories], "memory-updates", 1)
+        await record_changes(tx, [Change("created", m) for m in memories], 1)
     embedder = HashedEmbedder()
     index = ExactIndex(embedder.name, embedder.dim, directory=tmp_path / "vectors")
     indexer = VectorIndexer(store, index, embedder)
@@ -133,7 +133,7 @@ async def test_indexer_follows_the_history_and_rebuilds(tmp_path: Path) -> None:
     assert await index.count() == 4 and await indexer.lag() == 0
     async with store.transaction() as tx:
         await tx.delete_memory("m2")
-        await record_changes(tx, [Change("deleted", memories[1])], "memory-updates", 2)
+        await record_changes(tx, [Change("deleted", memories[1])], 2)
     await indexer.catch_up()
     assert await index.count() == 3
     await indexer.stop()
