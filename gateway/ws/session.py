@@ -357,16 +357,22 @@ class Session:
     def _publish(self, frame: f.Publish) -> None:
         self._admit_publish(1)
         record, event_id = self._prepare(frame.topic, frame.event, frame.key)
-        self.hub.log.produce_soon(
-            frame.topic,
-            record.key,
-            record.value,
-            functools.partial(self._acked, frame, event_id, time.perf_counter()),
-            idempotency_key=record.idempotency_key,
-        )
+        # Counted before the call, in case a backend answers at once.
         self._publishes_in_flight += 1
         self._all_answered.clear()
-        self._check_room()
+        try:
+            self.hub.log.produce_soon(
+                frame.topic,
+                record.key,
+                record.value,
+                functools.partial(self._acked, frame, event_id, time.perf_counter()),
+                idempotency_key=record.idempotency_key,
+            )
+        except BaseException:
+            self._publishes_in_flight -= 1
+            raise
+        finally:
+            self._check_room()
 
     def _publish_batch(self, frame: f.PublishBatch) -> None:
         limit = self.hub.settings.max_batch_events
