@@ -25,15 +25,14 @@ import msgspec
 from agents.config import MEMORY_TYPES, MemoryType
 from agents.store.schema import MEMORY_COLUMNS
 from agents.store.sqlite import (
+    HISTORY_COLUMNS,
     Memory,
     MemoryStore,
     MemoryVersion,
     memory_from_row,
     now_ms,
+    version_from_row,
 )
-from agents.work import Source
-
-_history_metadata = msgspec.json.Decoder(dict[str, Any])
 
 
 class MemoryFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -297,25 +296,11 @@ async def history(store: MemoryStore, flt: MemoryFilter, memory_id: str) -> list
     """Every version of one memory within the filter's tenancy, oldest first (the history
     outlives deletion, so only the tenancy part of the filter applies)."""
     sql = (
-        "SELECT memory_id, version, op, content, importance, metadata, changed_at, "
-        "source_topic, source_partition, source_offset FROM memory_history "
-        "WHERE organization_id = ? AND memory_id = ?"
+        f"SELECT {HISTORY_COLUMNS} FROM memory_history WHERE organization_id = ? AND memory_id = ?"
     )
     params: list[Any] = [flt.organization_id, memory_id]
     if flt.user_id is not None:
         sql += " AND user_id = ?"
         params.append(flt.user_id)
     rows = await store.fetch(sql + " ORDER BY id", params)
-    return [
-        MemoryVersion(
-            memory_id=r[0],
-            version=r[1],
-            op=r[2],
-            content=r[3],
-            importance=r[4],
-            metadata=_history_metadata.decode(r[5]),
-            changed_at=r[6],
-            source=Source(r[7], r[8], r[9]) if r[7] is not None else None,
-        )
-        for r in rows
-    ]
+    return [version_from_row(r) for r in rows]

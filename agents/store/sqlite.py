@@ -61,6 +61,25 @@ Op = Literal["created", "updated", "deleted", "expired"]
 _json = msgspec.json.Encoder()
 _metadata_decoder = msgspec.json.Decoder(dict[str, Any])
 
+HISTORY_COLUMNS = (
+    "memory_id, version, op, content, importance, metadata, changed_at, "
+    "source_topic, source_partition, source_offset"
+)
+"""The columns of ``memory_history`` that ``version_from_row`` reads, in its order."""
+
+
+def version_from_row(r: Sequence[Any]) -> MemoryVersion:
+    return MemoryVersion(
+        memory_id=r[0],
+        version=r[1],
+        op=r[2],
+        content=r[3],
+        importance=r[4],
+        metadata=_metadata_decoder.decode(r[5]),
+        changed_at=r[6],
+        source=Source(r[7], r[8], r[9]) if r[7] is not None else None,
+    )
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -768,24 +787,11 @@ class MemoryStore:
     ) -> list[MemoryVersion]:
         """Every version of one memory of this user, oldest first."""
         rows = await self._fetch(
-            "SELECT memory_id, version, op, content, importance, metadata, changed_at, "
-            "source_topic, source_partition, source_offset FROM memory_history "
+            f"SELECT {HISTORY_COLUMNS} FROM memory_history "
             "WHERE organization_id = ? AND user_id = ? AND memory_id = ? ORDER BY id",
             (organization_id, user_id, memory_id),
         )
-        return [
-            MemoryVersion(
-                memory_id=r[0],
-                version=r[1],
-                op=r[2],
-                content=r[3],
-                importance=r[4],
-                metadata=_metadata_decoder.decode(r[5]),
-                changed_at=r[6],
-                source=Source(r[7], r[8], r[9]) if r[7] is not None else None,
-            )
-            for r in rows
-        ]
+        return [version_from_row(r) for r in rows]
 
     async def keyword_search(
         self, *, organization_id: str, user_id: str, text: str, limit: int = 20
