@@ -1,0 +1,142 @@
+"""The gateway's uvicorn WebSocket protocol: read-ahead bound, frame order, coalesced writes.
+
+A real uvicorn server on a free port runs a small ASGI app with ``GatewayWebSocketProtocol``;
+a raw socket speaks WebSocket to it, so what is measured is what crossed the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+from servers import free_port
+
+from gateway.ws.transport import EXTENSION, READ_AHEAD_BYTES, GatewayWebSocketProtocol
+
+FRAME_PAYLOAD = 16_384
+
+
+class App:
+    """Accepts one session, reads nothing until ``release`` is set, then reads every
+    message and echoes the count; frames sent through the extension go out in one call."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.received: list[bytes] = []
+        self.extension_seen = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        transport = scope["extensions"].get(EXTENSION)
+        self.extension_seen = isinstance(transport, GatewayWebSocketProtocol)
+        await self.release.wait()
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            self.received.append(message["bytes"])
+            if message["bytes"] == b"done":
+                transport.send_frames([b"%d" % (len(self.received) - 1), b"bye"], binary=True)
+                await asyncio.sleep(0.2)
+                return
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[App, int]]:
+    app = App()
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, ws=GatewayWebSocketProtocol, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield app, port
+    app.release.set()
+    server.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await asyncio.wait_for(task, 5)
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _binary_frame(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    if len(payload) < 126:
+        header = struct.pack("!BB", 0x82, 0x80 | len(payload))
+    else:
+        header = struct.pack("!BBH", 0x82, 0x80 | 126, len(payload))
+    return header + mask + masked
+
+
+async def test_a_session_that_does_not_read_stops_the_socket_and_loses_nothing(
+    served: tuple[App, int],
+) -> None:
+    app, port = served
+    sock = await asyncio.to_thread(_connect, port)
+    sock.setblocking(False)
+    frames = [_binary_frame(i.to_bytes(4, "big") * (FRAME_PAYLOAD // 4)) for i in range(2_000)]
+    data = b"".join(frames)  # 32 MiB of frames
+    accepted = 0
+    stalled_for = 0.0
+    while accepted < len(data) and stalled_for < 1.0:
+        try:
+            accepted += sock.send(data[accepted : accepted + 65_536])
+            stalled_for = 0.0
+        except BlockingIOError:
+            await asyncio.sleep(0.05)
+            stalled_for += 0.05
+    # The app reads nothing: past the read-ahead bound the server stops reading, so what
+    # the client could push is that bound plus the kernel's socket buffers, not 32 MiB.
+    assert app.received == []
+    assert accepted < len(data)
+    assert accepted < READ_AHEAD_BYTES + 16 * 1024 * 1024
+    app.release.set()
+    while accepted < len(data):
+        try:
+            accepted += sock.send(data[accepted : accepted + 65_536])
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+    sock.setblocking(True)
+    await asyncio.to_thread(sock.sendall, _binary_frame(b"done"))
+    reply = b""
+    sock.settimeout(5)
+    while reply.count(b"bye") == 0:
+        chunk = await asyncio.to_thread(sock.recv, 65_536)
+        if not chunk:
+            break
+        reply += chunk
+    sock.close()
+    # Every frame arrived, in order, once.
+    numbers = [int.from_bytes(m[:4], "big") for m in app.received[:-1]]
+    assert numbers == list(range(2_000))
+    assert app.extension_seen
+    # Both frames sent through the extension arrived whole and in order (unmasked binary).
+    assert reply == b"\x82\x04" + b"2000" + b"\x82\x03bye"
