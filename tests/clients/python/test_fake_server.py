@@ -344,3 +344,30 @@ async def _first(sub: Any, n: int) -> Any:
             count += 1
             if count == n:
                 return
+
+
+async def test_a_server_closing_during_the_handshake_is_retried(
+    fake_server: StartFake, unused_port: int
+) -> None:
+    """A gateway that is shutting down accepts TCP and closes it without an HTTP answer;
+    the client retries (here the next URL) instead of giving up."""
+
+    async def ok(conn: Any) -> None:
+        await conn.welcome()
+        await _hold(conn)
+
+    fake = await fake_server([ok])
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    closing = await asyncio.start_server(hang_up, "127.0.0.1", unused_port)
+    try:
+        async with Client(
+            [f"ws://127.0.0.1:{unused_port}/ws", fake.url], token="t", **FAST
+        ) as client:
+            assert client.url == fake.url
+    finally:
+        closing.close()
+        await closing.wait_closed()

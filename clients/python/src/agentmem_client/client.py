@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed as WsConnectionClosed
-from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
 from agentmem_client.backoff import Backoff
@@ -723,6 +723,14 @@ class Client:
             error = ConnectError(
                 None if status >= 500 or status == 429 else CloseCode.PROTOCOL_ERROR,
                 message=f"{url} refused the WebSocket upgrade with HTTP {status}",
+            )
+        except InvalidMessage as exc:
+            # The server closed the connection before answering (shutting down, restarting,
+            # overloaded): worth another attempt. Any other malformed answer is terminal.
+            closed_early = isinstance(exc.__cause__, EOFError | OSError)
+            error = ConnectError(
+                None if closed_early else CloseCode.PROTOCOL_ERROR,
+                message=f"handshake with {url} failed: {exc}",
             )
         except (InvalidHandshake, InvalidURI) as exc:
             error = ConnectError(
