@@ -14,7 +14,6 @@ temporary data directory and limits raised out of the way.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import httpx
 
 from gateway.auth.tokens import TokenAuthority
 from loadtest.bench.bare import free_port, gateway_environ, stop, wait_listening
+from loadtest.secret import find_secret
 
 SECRET = "bench-secret-0123456789abcdef-0123456789"
 CONNECTIONS_PER_USER = 100
@@ -54,19 +54,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_secret(given: str | None) -> str:
-    if given:
-        return given
-    if os.environ.get("AGENTMEM_JWT_SECRET"):
-        return os.environ["AGENTMEM_JWT_SECRET"]
-    path = Path(os.environ.get("AGENTMEM_DATA_DIR", "data")) / "jwt-secret"
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except OSError:
+    secret, path = find_secret(given)
+    if secret is None:
         raise TargetError(
             f"no token secret for the target: pass --jwt-secret or set AGENTMEM_JWT_SECRET to "
             f"the gateway's secret (there is no {path}; run from the directory of `make run` "
             "or set AGENTMEM_DATA_DIR to its data directory)"
-        ) from None
+        )
+    return secret
 
 
 @dataclass

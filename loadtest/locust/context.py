@@ -15,11 +15,11 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gateway.auth.tokens import TokenAuthority
 from loadtest.locust.ledger import DeliveryLedger
+from loadtest.secret import find_secret
 
 
 class ConfigurationError(Exception):
@@ -103,18 +103,13 @@ class Settings:
 
 def resolve_secret(given: str) -> str:
     """The secret given, else ``$AGENTMEM_JWT_SECRET``, else the data directory's."""
-    if given:
-        return given
-    if os.environ.get("AGENTMEM_JWT_SECRET"):
-        return os.environ["AGENTMEM_JWT_SECRET"]
-    path = Path(os.environ.get("AGENTMEM_DATA_DIR", "data")) / "jwt-secret"
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except OSError:
+    secret, path = find_secret(given)
+    if secret is None:
         raise ConfigurationError(
             "no token secret: pass --jwt-secret or set AGENTMEM_JWT_SECRET to the gateway's "
             f"secret (no {path} to fall back on)"
-        ) from None
+        )
+    return secret
 
 
 class LoadTest:
