@@ -111,7 +111,9 @@ async def test_subscribe_from_beginning_end_and_offsets(
 
         from_end = await client.subscribe("agent-actions")  # "end"
         from_second = await client.subscribe("agent-actions", from_={partition: acks[1].offset})
-        assert from_second.positions[partition] == acks[1].offset
+        # Positions advance as events are buffered, and the replayed events may arrive in
+        # the same socket write as the confirmation: the start is checked by what follows.
+        assert acks[1].offset <= from_second.positions[partition] <= acks[2].offset + 1
         later = await client.publish("agent-actions", _action(3), key=key)
         assert [e.offset for e in await take(from_end, 1)] == [later.offset]
         assert [e.offset for e in await take(from_second, 2)] == [acks[1].offset, acks[2].offset]
