@@ -504,8 +504,13 @@ class Session:
             requested = frame.from_
         feed = await self.hub.feed(frame.topic, chain)
         positions = dict(feed.positions)
-        if requested != "end":
-            description = await self.hub.log.describe_topic(frame.topic)
+        description = await self.hub.log.describe_topic(frame.topic)
+        if requested == "end":
+            # The shared tail may not have read a record acknowledged a moment ago yet;
+            # "end" is after every record already written, so start past the log's ends.
+            for info in description.partitions:
+                positions[info.partition] = max(positions.get(info.partition, 0), info.end_offset)
+        else:
             starts = {p.partition: p.start_offset for p in description.partitions}
             if requested == "beginning":
                 positions = starts

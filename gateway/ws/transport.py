@@ -107,9 +107,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.transport = cast(
-            asyncio.Transport, _CoalescingTransport(self.transport, self.loop)
-        )
+        self.transport = cast(asyncio.Transport, _CoalescingTransport(self.transport, self.loop))
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

@@ -437,3 +437,20 @@ async def test_aggregate_filter_keeps_its_own_state_per_subscription(connect: Co
     seeded = [await client.expect("event", sub="seeded") for _ in range(3)]
     assert [f["data"]["event_count"] for f in fresh] == [1, 2, 3]
     assert [f["data"]["event_count"] for f in seeded] == [11, 12, 13]
+
+
+async def test_end_starts_after_every_acknowledged_record(connect: Connect) -> None:
+    """An ack can reach the client before the topic's shared tail has read the record;
+    a subscription from "end" made then must still not deliver it."""
+    client = await connect(user="end-race")
+    for round_ in range(20):
+        [before] = await publish_many(client, "user-events", 1, f"before-{round_}", key="k")
+        sub = f"end-{round_}"
+        await client.send({"op": "subscribe", "id": sub, "sub": sub, "topic": "user-events"})
+        subscribed = await client.expect("subscribed", id=sub)
+        assert subscribed["positions"][str(before["partition"])] == before["offset"] + 1
+        [after] = await publish_many(client, "user-events", 1, f"after-{round_}", key="k")
+        [delivered] = await collect(client, sub, 1)
+        assert delivered["offset"] == after["offset"]
+        await client.send({"op": "unsubscribe", "id": f"u-{round_}", "sub": sub})
+        await client.expect("unsubscribed", id=f"u-{round_}")
