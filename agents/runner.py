@@ -159,6 +159,7 @@ async def run_pipeline(
     """The standalone pipeline: opens the configured log and SmartModule registry itself,
     runs until ``stop`` is set (or, with ``exit_when_idle``, until it has caught up with
     the log), then stops cleanly. Raises ``PipelineError`` subclasses on failure."""
+    from gateway import heap
     from gateway.services import open_registry
     from gateway.streamlog.factory import open_log
 
@@ -169,6 +170,7 @@ async def run_pipeline(
             settings, log, registry=open_registry(settings), config=config
         )
         await pipeline.start()
+        heap.settle()
         try:
             waiters = [asyncio.create_task(pipeline.wait())]
             if stop is not None:

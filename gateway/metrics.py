@@ -20,6 +20,8 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway.heap import HeapCollector
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -56,9 +58,7 @@ class LoopCounter(Collector):
         self._unlabelled.value += amount
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            self._name, self._documentation, labels=list(self._labelnames)
-        )
+        family = CounterMetricFamily(self._name, self._documentation, labels=list(self._labelnames))
         if self._labelnames:
             for value, child in self._children.items():
                 family.add_metric([value], child.value)
@@ -152,6 +152,7 @@ class Metrics:
         self.produce_queue = Gauge(
             "agentmem_produce_queue_records", "Records waiting for a group commit", registry=r
         )
+        r.register(HeapCollector())
 
     def child(self, metric: Counter | LoopCounter, label: str) -> Any:
         """``metric.labels(label)``, looked up once: label lookups are slow on hot paths."""

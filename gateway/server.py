@@ -9,6 +9,7 @@ from types import FrameType
 import structlog
 import uvicorn
 
+from gateway import heap
 from gateway.ws.hub import Hub
 
 logger = structlog.get_logger(__name__)
@@ -41,6 +42,12 @@ class DrainingServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            # Start-up state is long-lived: keep full collections from walking it.
+            heap.settle()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining is not None or self._loop is None or not self.started:

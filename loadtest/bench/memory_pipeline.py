@@ -40,6 +40,7 @@ from typing import Any
 
 from agents.runner import MemoryPipeline
 from agents.store.schema import CACHE_KIB, MEMORY_COLUMNS, STATEMENTS, pragmas
+from gateway import heap
 from gateway.cli.serve import loop_factory
 from gateway.services import open_registry
 from gateway.settings import Settings
@@ -78,7 +79,12 @@ def chat_event(i: int, users: int, rng: random.Random) -> NewRecord:
 
 
 async def throughput(
-    pipeline: MemoryPipeline, log: StreamLog, events: int, users: int, rng: random.Random
+    pipeline: MemoryPipeline,
+    log: StreamLog,
+    events: int,
+    users: int,
+    rng: random.Random,
+    settle: bool = True,
 ) -> dict[str, Any]:
     for start in range(0, events, 1_000):
         batch = [chat_event(i, users, rng) for i in range(start, min(events, start + 1_000))]
@@ -86,6 +92,8 @@ async def throughput(
     meter = CpuMeter()
     started = time.perf_counter()
     await pipeline.start()
+    if settle:
+        heap.settle()  # as `serve` and `agents` do once started
     await pipeline.worker.wait_idle(timeout=600, poll_s=0.01)
     elapsed = time.perf_counter() - started
     cores = meter.cores()
@@ -200,7 +208,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await log.open()
         pipeline = MemoryPipeline.from_settings(settings, log, registry=open_registry(settings))
         try:
-            backlog = await throughput(pipeline, log, args.events, args.users, rng)
+            backlog = await throughput(
+                pipeline, log, args.events, args.users, rng, settle=not args.no_settle
+            )
             steady = await latency(log, args.events, args.rate, args.rate_seconds, args.users, rng)
         finally:
             await pipeline.stop(10)
@@ -217,6 +227,11 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--rate-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="skip freezing start-up state out of garbage collection (for comparison)",
+    )
     parser.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
