@@ -169,6 +169,16 @@ def stamp(
     return event
 
 
+def idempotency_key(organization_id: str, event_id: str, chosen: bool) -> str | None:
+    """The log's idempotency key of an event, or None when the gateway made up its id.
+
+    Only an id the client chose can come back in a re-sent publish; a generated one is
+    unique by construction, so looking it up and remembering it would cost the log two
+    index writes and a read per record for nothing.
+    """
+    return f"{organization_id}\x00{event_id}" if chosen else None
+
+
 def encode_event(event: Envelope, max_bytes: int) -> bytes:
     data = _json_encoder.encode(event)
     if len(data) > max_bytes:

@@ -34,7 +34,7 @@ from gateway.errors import (
     Unavailable,
     UnknownSubscription,
 )
-from gateway.schemas.envelope import check_topic, encode_event, stamp
+from gateway.schemas.envelope import check_topic, encode_event, idempotency_key, stamp
 from gateway.smartmodules import SmartModuleError
 from gateway.streamlog.interface import NewRecord, Produced
 from gateway.ws import frames as f
@@ -326,6 +326,7 @@ class Session:
         assert principal is not None
         spec = self.hub.log.topic(topic)
         check_topic(spec, event)
+        chosen = bool(event.id)
         event = stamp(
             event,
             organization_id=principal.organization_id,
@@ -338,7 +339,7 @@ class Session:
             NewRecord(
                 value=value,
                 key=key.encode() if key is not None else None,
-                idempotency_key=f"{principal.organization_id}\x00{event_id}",
+                idempotency_key=idempotency_key(principal.organization_id, event_id, chosen),
             ),
             event_id,
         )

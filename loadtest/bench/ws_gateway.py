@@ -10,6 +10,8 @@ Without ``--target`` it starts a gateway (memory pipeline off) on a free port; w
 Scenarios:
 - acks/s and ack latency with a window of in-flight publishes at 1, 50 and 500 connections,
   against the gateway (durable acks) and the bare Starlette/uvicorn ack server (ceiling);
+- the same at 50 connections with an event id of the client's in every event (as the SDKs
+  send), which the log keeps as an idempotency key; events without one are not keys;
 - ack latency at a fixed rate of 5,000 events/s (open loop);
 - events/s acknowledged when clients send ``publish_batch`` of 100;
 - fan-out: deliveries/s and publish-to-delivery latency at 100 and 1,000 subscribers,
@@ -41,6 +43,13 @@ PUBLISH = (
     b'"event":{"type":"user_interaction","payload":{"action":"clicked","importance":0.1}}}'
 )
 EVENT = b'{"event":{"type":"user_interaction","payload":{"action":"clicked","importance":0.1}}}'
+# The same event with an id of the client's (as both SDKs send: random, 32 hex digits), which
+# makes it an idempotency key the log looks up and remembers.
+PUBLISH_WITH_ID = (
+    b'{"op":"publish","id":%d,"topic":"user-events","key":"k%d",'
+    b'"event":{"type":"user_interaction","id":"%s",'
+    b'"payload":{"action":"clicked","importance":0.1}}}'
+)
 
 
 def start_gateway(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -92,7 +101,12 @@ async def _connect(endpoint: Endpoint, count: int) -> list[WsConnection]:
 
 
 async def closed_loop(
-    endpoint: Endpoint, connections: int, window: int, duration: float, batch: int = 0
+    endpoint: Endpoint,
+    connections: int,
+    window: int,
+    duration: float,
+    batch: int = 0,
+    event_ids: bool = False,
 ) -> dict[str, Any]:
     conns = await _connect(endpoint, connections)
     latencies: list[float] = []
@@ -105,7 +119,11 @@ async def closed_loop(
     )
 
     def frame(n: int) -> bytes:
-        return batch_frame % n if batch else PUBLISH % (n, n % 64)
+        if batch:
+            return batch_frame % n
+        if event_ids:
+            return PUBLISH_WITH_ID % (n, n % 64, os.urandom(16).hex().encode())
+        return PUBLISH % (n, n % 64)
 
     async def drive(conn: WsConnection, stop: float) -> None:
         nonlocal acked
@@ -214,6 +232,10 @@ def publish_rows(gateway: target.Gateway, duration: float) -> list[dict[str, Any
             rows.append(
                 side_by_side(f"publish, {connections} conn x window {window}", result, ceiling)
             )
+        at = Endpoint.of(gateway, 50)
+        ceiling = asyncio.run(closed_loop(ceiling_at, 50, 16, duration, event_ids=True))
+        result = asyncio.run(closed_loop(at, 50, 16, duration, event_ids=True))
+        rows.append(side_by_side("publish, 50 conn x window 16, client event ids", result, ceiling))
         at = Endpoint.of(gateway, 10)
         ceiling = asyncio.run(closed_loop(ceiling_at, 10, 4, duration, batch=100))
         result = asyncio.run(closed_loop(at, 10, 4, duration, batch=100))

@@ -26,6 +26,7 @@ from gateway.schemas.envelope import (
     check_topic,
     decode_json,
     encode_event,
+    idempotency_key,
     publish_decoder,
     stamp,
 )
@@ -45,6 +46,7 @@ def prepare(
         )
     spec = services.log.topic(topic)
     check_topic(spec, request.event)
+    chosen = bool(request.event.id)
     event = stamp(
         request.event,
         organization_id=who.organization_id,
@@ -54,8 +56,8 @@ def prepare(
     value = encode_event(event, services.settings.max_event_bytes)
     key = request.key.encode() if request.key is not None else None
     assert event.id is not None
-    idempotency_key = f"{who.organization_id}\x00{event.id}"
-    return topic, NewRecord(value=value, key=key, idempotency_key=idempotency_key), event.id
+    dedup = idempotency_key(who.organization_id, event.id, chosen)
+    return topic, NewRecord(value=value, key=key, idempotency_key=dedup), event.id
 
 
 async def publish_event(request: Request) -> JSON:

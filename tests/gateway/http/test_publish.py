@@ -435,6 +435,20 @@ def test_same_event_id_is_written_once(
     assert [r["data"]["id"] for r in page["records"]].count("retry-me") == 1
 
 
+def test_a_generated_id_is_not_an_idempotency_key(client, tenant, unique_key, make_event) -> None:
+    key = unique_key()
+    generated = client.post(
+        EVENTS,
+        headers=tenant.headers(),
+        json={"topic": "user-events", "key": key, "event": make_event()},
+    ).json()
+    body = {"topic": "user-events", "key": key, "event": make_event(id=generated["id"])}
+    first = client.post(EVENTS, headers=tenant.headers(), json=body).json()
+    again = client.post(EVENTS, headers=tenant.headers(), json=body).json()
+    assert first["duplicate"] is False and first["offset"] == generated["offset"] + 1
+    assert again == {**first, "duplicate": True}
+
+
 @pytest.mark.parametrize(
     ("change", "duplicate"),
     [

@@ -103,6 +103,22 @@ async def test_duplicate_event_ids_are_written_once(
     )
 
 
+async def test_only_ids_the_client_chose_are_idempotency_keys(connect: Connect) -> None:
+    """An event without an id gets a generated one that is not remembered: publishing it
+    again under that id writes it again (the client never chose it, so nothing re-sends it)."""
+    client = await connect()
+    frame = {"op": "publish", "topic": "user-events", "key": "k", "event": event()}
+    await client.send({**frame, "id": 1})
+    generated = await client.expect("ack", id=1)
+    resent = {**frame, "event": {**event(), "id": generated["event_id"]}}
+    for i in (2, 3):
+        await client.send({**resent, "id": i})
+    first, second = await client.expect("ack", id=2), await client.expect("ack", id=3)
+    assert first["duplicate"] is False and first["offset"] == generated["offset"] + 1
+    # Once the client sends it, the id is its own: the second copy is the duplicate.
+    assert second["duplicate"] is True and second["offset"] == first["offset"]
+
+
 async def test_batch_acks_each_item_in_order(connect: Connect) -> None:
     client = await connect()
     events = [
