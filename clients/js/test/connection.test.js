@@ -3,6 +3,7 @@
 // to 8 KiB.
 
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 
 import { AgentMemError, Client, CloseCode, ConnectionClosedError, ErrorCode } from '../src/index.js';
@@ -174,6 +175,30 @@ test('several URLs are tried in turn', async () => {
   assert.deepEqual(states.map((e) => e.state), ['connecting', 'disconnected', 'connecting', 'connected']);
   assert.equal(states[1].code, CloseCode.ABNORMAL);
   assert.equal(c.url, gateway.wsUrl);
+});
+
+test('a server that hangs up before answering the handshake is retried, not terminal', async () => {
+  // What a gateway shutting down or restarting looks like: the TCP connection is accepted,
+  // then closed before any HTTP response.
+  let accepted = 0;
+  const hangUp = net.createServer((socket) => {
+    accepted += 1;
+    socket.destroy();
+  });
+  await new Promise((resolve) => hangUp.listen(0, '127.0.0.1', resolve));
+  try {
+    const closing = `ws://127.0.0.1:${hangUp.address().port}/ws`;
+    const c = client({ backoff: { baseMs: 10, maxMs: 50 } }, [closing, gateway.wsUrl]);
+    const states = record(c);
+    await c.connect();
+    assert.equal(accepted, 1);
+    assert.deepEqual(states.map((e) => e.state), ['connecting', 'disconnected', 'connecting', 'connected']);
+    assert.equal(states[1].code, CloseCode.ABNORMAL);
+    const ack = await c.publish('system-metrics', logEvent('after a hang-up'));
+    assert.equal(ack.duplicate, false);
+  } finally {
+    hangUp.close();
+  }
 });
 
 test('a silent connection (gateway frozen) is dropped after 2.5 heartbeats and resumed', async () => {
