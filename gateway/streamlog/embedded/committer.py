@@ -49,6 +49,9 @@ _UPSERT_STATE = (
 _INSERT_IDEMPOTENCY = (
     'INSERT OR REPLACE INTO idempotency (topic_id, key, partition, "offset", timestamp) VALUES {}'
 )
+_INSERT_NEW_IDEMPOTENCY = (
+    'INSERT OR IGNORE INTO idempotency (topic_id, key, partition, "offset", timestamp) VALUES {}'
+)
 
 
 class PartitionCursors(Protocol):
@@ -234,15 +237,30 @@ class GroupCommitter:
     def _commit_sync(
         self, work: list[tuple[int, Sequence[Placed]]], db: sqlite3.Connection
     ) -> list[list[Produced]]:
-        """One transaction in the writer thread; the cursors are reloaded if it fails."""
+        """One transaction in the writer thread; the cursors are reloaded if it fails.
+
+        Idempotency keys are first taken to be new: their rows are inserted with ``OR
+        IGNORE`` and the count of rows written tells whether one was known. Only then (a
+        re-sent record, which is rare) is the transaction rolled back and redone with the
+        keys looked up first, so the common case spends no lookup statement.
+        """
         db.execute("BEGIN IMMEDIATE")
         try:
             self._cursors.reload_if_changed(db)
-            seen = _known_keys(db, work)
-            rows, results, touched, keys = self._place(work, seen)
+            saved = self._save_cursors(work)
+            rows, results, touched, keys = self._place(work, {})
+            if keys:
+                before = db.total_changes
+                _insert_many(db, _INSERT_NEW_IDEMPOTENCY, keys)
+                if db.total_changes - before < len(keys):
+                    db.execute("ROLLBACK")
+                    self._restore_cursors(saved)
+                    db.execute("BEGIN IMMEDIATE")
+                    seen = _known_keys(db, work)
+                    rows, results, touched, keys = self._place(work, seen)
+                    _insert_many(db, _INSERT_IDEMPOTENCY, keys)
             _insert_many(db, _INSERT_RECORDS, rows)
             _insert_many(db, _UPSERT_STATE, touched)
-            _insert_many(db, _INSERT_IDEMPOTENCY, keys)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -250,6 +268,18 @@ class GroupCommitter:
             self._cursors.reload(db)
             raise
         return results
+
+    def _save_cursors(
+        self, work: list[tuple[int, Sequence[Placed]]]
+    ) -> list[tuple[int, list[int], list[int]]]:
+        cursors = self._cursors
+        topics = {topic_id for topic_id, _ in work}
+        return [(t, cursors.next_offset[t][:], cursors.last_timestamp[t][:]) for t in topics]
+
+    def _restore_cursors(self, saved: list[tuple[int, list[int], list[int]]]) -> None:
+        for topic_id, offsets, stamps in saved:
+            self._cursors.next_offset[topic_id][:] = offsets
+            self._cursors.last_timestamp[topic_id][:] = stamps
 
     def _place(
         self, work: list[tuple[int, Sequence[Placed]]], seen: dict[tuple[int, str], Produced]

@@ -300,6 +300,12 @@ async def test_idempotency_key_writes_once(log: EmbeddedLog) -> None:
         same_batch[0].partition,
         same_batch[0].offset,
     )
+    # A known key makes the commit start over with a lookup: its new keys are still kept.
+    later = await log.produce("events", None, b"e", idempotency_key="org/e2")
+    assert later.duplicate and (later.partition, later.offset) == (
+        same_batch[0].partition,
+        same_batch[0].offset,
+    )
     racing = await asyncio.gather(
         *(log.produce("events", None, b"x", idempotency_key="org/e3") for _ in range(20))
     )
