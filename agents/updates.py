@@ -18,7 +18,6 @@ the envelope id), so the log does not write it twice within its dedup window
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -147,11 +146,15 @@ class OutboxPublisher:
                 continue
             delay = 0.05
             if sent == 0:
-                await self.save_position()
                 # Another process (a gateway whose pipeline runs apart) may write changes
-                # without waking this one: look again every second.
-                with contextlib.suppress(TimeoutError):
+                # without waking this one: look again every second. The published position
+                # is saved by the agents' next transaction; a transaction of its own waits
+                # for a second without one (a re-publish after a crash is harmless, the
+                # idempotency keys see to that), so a steady load does not pay one per batch.
+                try:
                     await asyncio.wait_for(self._wake.wait(), 1.0)
+                except TimeoutError:
+                    await self.save_position()
 
     async def publish_once(self) -> int:
         """Produce up to ``batch`` memory updates and ``batch`` outbox rows; returns how
