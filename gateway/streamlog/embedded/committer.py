@@ -256,6 +256,8 @@ class GroupCommitter:
                     db.execute("ROLLBACK")
                     self._restore_cursors(saved)
                     db.execute("BEGIN IMMEDIATE")
+                    # Another process may have committed in between.
+                    self._cursors.reload_if_changed(db)
                     seen = _known_keys(db, work)
                     rows, results, touched, keys = self._place(work, seen)
                     _insert_many(db, _INSERT_IDEMPOTENCY, keys)
