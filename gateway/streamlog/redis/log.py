@@ -393,9 +393,10 @@ class RedisLog(StreamLog):
     async def _append(self, topic: str, placed: Sequence[Placed]) -> list[Produced]:
         """Write ``placed`` with one script call (and ``WAIT`` when replicas are required).
 
-        When every record has an idempotency key, a call whose connection failed is sent
-        again: the keys make a second run write nothing twice, and the call's nonce makes it
-        answer its own records as written rather than as duplicates."""
+        A call whose connection failed is sent again: idempotency keys make a second run
+        write nothing twice, and the call's nonce makes it answer its own records as written
+        rather than as duplicates. A record without a key of its own gets one of the call
+        (its nonce and index), which only that call can ever send."""
         self._open_client()
         layout = self.layout
         keys = [layout.state(topic)]
@@ -408,12 +409,16 @@ class RedisLog(StreamLog):
                 found = indexes[key] = len(keys)  # Lua's KEYS is 1-based
             return found
 
-        args: list[scripts.Arg] = [self._dedup_window_ms, len(placed), os.urandom(8).hex()]
-        for partition, key, value, headers, idempotency_key in placed:
+        nonce = os.urandom(8).hex()
+        args: list[scripts.Arg] = [self._dedup_window_ms, len(placed), nonce]
+        for number, (partition, key, value, headers, idempotency_key) in enumerate(placed):
+            if idempotency_key is None:
+                # "\x00" first: a gateway's keys start with a (non-empty) organization id.
+                idempotency_key = f"\x00{nonce}:{number}"
             args += (
                 index(layout.stream(topic, partition)),
                 partition,
-                0 if idempotency_key is None else index(layout.idempotency(topic, idempotency_key)),
+                index(layout.idempotency(topic, idempotency_key)),
                 0 if key is None else 1,
                 b"" if key is None else key,
                 value,
@@ -422,17 +427,16 @@ class RedisLog(StreamLog):
         self._in_flight += 1
         self._in_flight_records += len(placed)
         self._idle.clear()
-        retry = all(record[4] is not None for record in placed)
         acked = None
         try:
             if not self._wait_replicas:
-                flat = await self._io(lambda client: _PRODUCE(client, keys, args), retry=retry)
+                flat = await self._io(lambda client: _PRODUCE(client, keys, args), retry=True)
             else:
                 flat, acked = await self._io(
                     lambda client: self._pipeline(
                         client, _PRODUCE, keys, args, self._wait_timeout_ms
                     ),
-                    retry=retry,
+                    retry=True,
                 )
         finally:
             self._in_flight -= 1

@@ -160,11 +160,13 @@ async def test_replica_refuses_writes_as_unavailable(
         assert await log.read("t", 0, 0, 10) == []
 
 
-async def test_keyed_produces_ride_over_a_redis_restart(
-    redis_factory: Callable[..., RedisServer],
+@pytest.mark.parametrize("keyed", [True, False], ids=["idempotency-keys", "no-keys"])
+async def test_produces_ride_over_a_redis_restart(
+    redis_factory: Callable[..., RedisServer], keyed: bool
 ) -> None:
-    """Connections left in the pool by a restarted server fail once; produces carrying
-    idempotency keys (all of the gateway's) are sent again and succeed, exactly once."""
+    """Connections left in the pool by a restarted server fail once; produces are sent
+    again and succeed, exactly once: with their idempotency keys, or without (an event
+    whose id the gateway generated) with keys of their call."""
     server = redis_factory("--appendonly", "yes", "--appendfsync", "always")
     async with RedisLog(server.url, topics=TOPICS, connect_timeout_s=0.5) as log:
         await asyncio.gather(*(log.produce("t", None, b"warm") for _ in range(8)))
@@ -172,7 +174,10 @@ async def test_keyed_produces_ride_over_a_redis_restart(
         server.kill()
         server.start()
         produced = await asyncio.gather(
-            *(log.produce("t", b"k", b"v%d" % i, idempotency_key=f"e{i}") for i in range(8))
+            *(
+                log.produce("t", b"k", b"v%d" % i, idempotency_key=f"e{i}" if keyed else None)
+                for i in range(8)
+            )
         )
         assert not any(p.duplicate for p in produced)
         partition = produced[0].partition  # all in one: the same key
