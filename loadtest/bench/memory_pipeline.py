@@ -2,10 +2,12 @@
 rate, and raw SQLite inserting the same memories as a ceiling, all in one run.
 
     python -m loadtest.bench.memory_pipeline [--events 30000] [--users 1000]
-        [--rate 1000] [--rate-seconds 10] [--loop auto|uvloop|asyncio]
+        [--rate 1000] [--rate-seconds 10] [--loop auto|uvloop|asyncio] [--no-settle]
         [--out loadtest/results/memory-pipeline.json]
 
-Everything runs in one process on the event loop ``serve`` would use (``--loop``).
+Everything runs in one process on the event loop ``serve`` would use (``--loop``). Once the
+pipeline has started, its start-up state is frozen out of garbage collection as ``serve``
+and ``agents`` do (``gateway.heap.settle``); ``--no-settle`` measures without that.
 
 1. **throughput**: ``--events`` chat messages (a quarter "I like ... tea" statements of
    the users with facts, which the semantic agent deduplicates and supersedes; the rest
