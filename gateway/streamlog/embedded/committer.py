@@ -247,17 +247,15 @@ class GroupCommitter:
         db.execute("BEGIN IMMEDIATE")
         try:
             self._cursors.reload_if_changed(db)
-            saved = self._save_cursors(work)
             rows, results, touched, keys = self._place(work, {})
             if keys:
                 before = db.total_changes
                 _insert_many(db, _INSERT_NEW_IDEMPOTENCY, keys)
                 if db.total_changes - before < len(keys):
+                    # The first try advanced the cursors: read them back from the database.
                     db.execute("ROLLBACK")
-                    self._restore_cursors(saved)
                     db.execute("BEGIN IMMEDIATE")
-                    # Another process may have committed in between.
-                    self._cursors.reload_if_changed(db)
+                    self._cursors.reload(db)
                     seen = _known_keys(db, work)
                     rows, results, touched, keys = self._place(work, seen)
                     _insert_many(db, _INSERT_IDEMPOTENCY, keys)
@@ -270,18 +268,6 @@ class GroupCommitter:
             self._cursors.reload(db)
             raise
         return results
-
-    def _save_cursors(
-        self, work: list[tuple[int, Sequence[Placed]]]
-    ) -> list[tuple[int, list[int], list[int]]]:
-        cursors = self._cursors
-        topics = {topic_id for topic_id, _ in work}
-        return [(t, cursors.next_offset[t][:], cursors.last_timestamp[t][:]) for t in topics]
-
-    def _restore_cursors(self, saved: list[tuple[int, list[int], list[int]]]) -> None:
-        for topic_id, offsets, stamps in saved:
-            self._cursors.next_offset[topic_id][:] = offsets
-            self._cursors.last_timestamp[topic_id][:] = stamps
 
     def _place(
         self, work: list[tuple[int, Sequence[Placed]]], seen: dict[tuple[int, str], Produced]

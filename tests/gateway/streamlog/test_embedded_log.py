@@ -315,6 +315,29 @@ async def test_idempotency_key_writes_once(log: EmbeddedLog) -> None:
     assert total == 1 + 2 + 1
 
 
+async def test_a_commit_started_over_keeps_fresh_partitions_dense(log: EmbeddedLog) -> None:
+    """A known key makes a commit start over with a lookup. The records it had placed on
+    partitions never written before must not keep the offsets of that first try."""
+    first = await log.produce_batch(
+        "events", [NewRecord(value=b"a", partition=0, idempotency_key="k")]
+    )
+    again = await log.produce_batch(
+        "events",
+        [
+            NewRecord(value=b"b", partition=1),
+            NewRecord(value=b"c", partition=2, idempotency_key="k2"),
+            NewRecord(value=b"d", partition=0, idempotency_key="k"),
+        ],
+    )
+    assert [(p.partition, p.offset, p.duplicate) for p in again] == [
+        (1, 0, False),
+        (2, 0, False),
+        (0, first[0].offset, True),
+    ]
+    later = await log.produce_batch("events", [NewRecord(value=b"e", partition=1)])
+    assert (later[0].partition, later[0].offset) == (1, 1)
+
+
 async def test_idempotency_survives_reopen_and_expires(tmp_path: Path) -> None:
     path = tmp_path / "idem.sqlite3"
     spec = TopicSpec(name="t", partitions=1)
