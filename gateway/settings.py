@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fluvio_compression: Literal["none", "gzip", "lz4", "snappy", "zstd"] = "none"
     fluvio_delivery: Literal["at-least-once", "at-most-once"] = "at-least-once"
     durability: Durability = "process"
+    log_writer: Literal["process", "thread"] = "process"
     jwt_secret: str | None = None
     topics_file: Path | None = None
     max_body_bytes: int = 1_048_576
@@ -288,6 +289,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "`process`: an acknowledged record survives a crash or `kill -9` of any process "
         "(SQLite WAL, synchronous=NORMAL). `power`: it also survives power loss or a kernel "
         "crash (fsync on every commit; see docs/benchmarks.md for the cost).",
+    ),
+    SettingSpec(
+        "log_writer",
+        _choice("process", "thread"),
+        "Embedded log: where group commits run. `process`: a child process with its own "
+        "interpreter (the commit process), so commits never wait for the gateway's GIL. "
+        "`thread`: a thread of the gateway (one process fewer, slower under load).",
     ),
     SettingSpec(
         "jwt_secret",

@@ -46,6 +46,7 @@ def open_log(settings: Settings) -> StreamLog:
         settings.database_path,
         topics=topics,
         durability=settings.durability,
+        writer=settings.log_writer,
         queue_limit=settings.produce_queue_limit,
         commit_max_records=settings.commit_max_records,
         poll_interval_ms=settings.poll_interval_ms,

@@ -1,7 +1,9 @@
 """``EmbeddedLog``: the stream log in one SQLite database (WAL mode).
 
-One connection writes (group commits, retention, consumer offsets, topic creation) in its
-own thread (``Writer``); another reads (``read``, tails) through aiosqlite. Several
+Records are written by the commit process (``CommitProcess``), a child with its own
+connection and interpreter, or with ``writer="thread"`` by the writer thread. The writer
+thread (``Writer``) also creates topics, enforces retention and saves consumer offsets;
+another connection reads (``read``, tails) through aiosqlite. Several
 processes may share the file: SQLite serialises their writers, and ``PRAGMA data_version``
 tells a process that another one has committed, so it reloads the partition cursors before
 assigning offsets, and a watcher wakes its tails within ``poll_interval_ms``.
@@ -11,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,9 +25,10 @@ import msgspec
 import structlog
 
 from gateway.errors import InvalidOffset, TopicExists, Unavailable, UnknownTopic
-from gateway.streamlog.embedded import retention
+from gateway.streamlog.embedded import retention, transaction
 from gateway.streamlog.embedded.checkpointer import RESTART_PAGES, Checkpointer
-from gateway.streamlog.embedded.committer import Done, GroupCommitter
+from gateway.streamlog.embedded.commit_process import CommitProcess
+from gateway.streamlog.embedded.committer import Commit, Done, GroupCommitter, Outcome
 from gateway.streamlog.embedded.schema import pragmas
 from gateway.streamlog.embedded.tail import EmbeddedTail
 from gateway.streamlog.embedded.writer import Writer
@@ -65,7 +69,8 @@ class EmbeddedLog(StreamLog):
     """The default stream log backend.
 
     ``topics`` are created when missing at ``open``; an existing topic keeps its partition
-    count (a different count in the declaration is refused).
+    count (a different count in the declaration is refused). ``writer`` says where group
+    commits run: ``"process"`` (the commit process) or ``"thread"`` (the writer thread).
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class EmbeddedLog(StreamLog):
         dedup_window_s: float = 600.0,
         checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
         wal_restart_pages: int = RESTART_PAGES,
+        writer: Literal["process", "thread"] = "process",
     ) -> None:
         self.path = path
         self._declared = list(topics)
@@ -92,6 +98,7 @@ class EmbeddedLog(StreamLog):
         self._dedup_window_ms = int(dedup_window_s * 1000)
         self._checkpoint_interval = checkpoint_interval_s
         self._wal_restart_pages = wal_restart_pages
+        self._writer_kind = writer
         # A tail re-checks the table this often even without a wake-up, as a safety net.
         self.idle_recheck_s = max(1.0, self._poll_interval * 20)
         self._writer: Writer | None = None
@@ -102,11 +109,10 @@ class EmbeddedLog(StreamLog):
         self._committer: GroupCommitter | None = None
         self._checkpointer: Checkpointer | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._data_version = -1
         self._closed = False
-        # Partition cursors, shared with the committer (see ``PartitionCursors``).
-        self.next_offset: dict[int, list[int]] = {}
-        self.last_timestamp: dict[int, list[int]] = {}
+        self._process: CommitProcess | None = None
+        # The writer thread's partition cursors, when group commits run there.
+        self._cursors: transaction.Cursors | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -119,21 +125,22 @@ class EmbeddedLog(StreamLog):
             await self._load_topics()
             for spec in self._declared:
                 await self.create_topic(spec, exist_ok=True)
-            await self._writer.call(self.reload)
+            commit = await self._open_commits()
         except BaseException:
-            # Release the connections and the writer thread, or the process cannot exit.
+            # Release the connections, the writer thread and the commit process, or the
+            # process cannot exit.
             if self._reader is not None:
                 await self._reader.close()
             await self._writer.close()
+            if self._process is not None:
+                await self._process.close()
             raise
         self._committer = GroupCommitter(
-            self._writer,
-            self,
+            commit,
             self._notify,
             queue_limit=self._queue_limit,
             max_records=self._commit_max_records,
         )
-        self._committer.start()
         self._checkpointer = Checkpointer(
             self.path, self._checkpoint_interval, self._wal_restart_pages
         )
@@ -143,6 +150,24 @@ class EmbeddedLog(StreamLog):
             asyncio.create_task(self._retain(), name="log-retention"),
         ]
         logger.info("log_opened", path=str(self.path), durability=self._durability)
+
+    async def _open_commits(self) -> Commit:
+        """Start where group commits run; the function that hands one over."""
+        if self._writer_kind == "process":
+            self._process = CommitProcess(self.path, self._durability)
+            await self._process.start()
+            return self._process.commit
+        writer = self._writer_or_fail()
+        cursors = self._cursors = transaction.Cursors()
+        await writer.call(cursors.reload)
+
+        def commit(work: transaction.Work, done: Callable[[Outcome], None]) -> None:
+            future = writer.submit(
+                functools.partial(transaction.commit, cursors=cursors, work=work)
+            )
+            future.add_done_callback(lambda f: done(_outcome(f)))
+
+        return commit
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -156,6 +181,8 @@ class EmbeddedLog(StreamLog):
         self._closed = True
         if self._committer is not None:
             await self._committer.close()
+        if self._process is not None:
+            await self._process.close()
         if self._checkpointer is not None:
             await self._checkpointer.close()
         for task in self._tasks:
@@ -185,6 +212,8 @@ class EmbeddedLog(StreamLog):
         """Raise ``Unavailable`` unless a write transaction can be taken now."""
         if self._closed or self._writer is None:
             raise Unavailable("The stream log is closed.")
+        if self._process is not None:
+            await self._process.start()
 
         def probe(db: sqlite3.Connection) -> None:
             db.execute("BEGIN IMMEDIATE")
@@ -236,20 +265,19 @@ class EmbeddedLog(StreamLog):
                 "INSERT INTO partition_state VALUES (?, ?, 0, 0, 0, 0)",
                 [(topic_id, p) for p in range(spec.partitions)],
             )
+            if self._cursors is not None:
+                # Its own writes do not change this connection's data_version.
+                self._cursors.add(topic_id, spec.partitions)
             return topic_id, spec
 
         topic_id, stored = await self._writer_or_fail().transaction(insert)
         if stored != spec:
             self._topics[stored.name] = _Topic(topic_id, stored)
             self._names[topic_id] = stored.name
-            self.next_offset.setdefault(topic_id, [0] * stored.partitions)
-            self.last_timestamp.setdefault(topic_id, [0] * stored.partitions)
             await self.create_topic(spec, exist_ok=exist_ok)
             return
         self._topics[spec.name] = _Topic(topic_id, spec)
         self._names[topic_id] = spec.name
-        self.next_offset[topic_id] = [0] * spec.partitions
-        self.last_timestamp[topic_id] = [0] * spec.partitions
 
     def topic(self, name: str) -> TopicSpec:
         return self._get(name).spec
@@ -494,27 +522,6 @@ class EmbeddedLog(StreamLog):
         for topic_id in topic_ids:
             self.wake(topic_id)
 
-    def reload_if_changed(self, db: sqlite3.Connection) -> None:
-        """In the writer thread: reload the cursors if another process has committed."""
-        version = _data_version_sync(db)
-        if version != self._data_version:
-            self.reload(db)
-
-    def reload(self, db: sqlite3.Connection) -> None:
-        """In the writer thread: read the partition cursors back from the database."""
-        rows = db.execute(
-            "SELECT topic_id, partition, next_offset, last_timestamp FROM partition_state"
-        ).fetchall()
-        for topic_id, partition, next_offset, last_ts in rows:
-            if topic_id not in self.next_offset:
-                (blob,) = db.execute("SELECT spec FROM topics WHERE id = ?", (topic_id,)).fetchone()
-                spec = _spec_decoder.decode(blob)
-                self.next_offset[topic_id] = [0] * spec.partitions
-                self.last_timestamp[topic_id] = [0] * spec.partitions
-            self.next_offset[topic_id][partition] = next_offset
-            self.last_timestamp[topic_id][partition] = last_ts
-        self._data_version = _data_version_sync(db)
-
     async def _watch(self) -> None:
         """Wake every tail when another connection or process has committed."""
         reader = self._db(self._reader)
@@ -533,13 +540,18 @@ class EmbeddedLog(StreamLog):
                     self.wake(topic_id)
 
 
-def _data_version_sync(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA data_version").fetchone()[0])
-
-
 async def _data_version(db: aiosqlite.Connection) -> int:
     rows = await db.execute_fetchall("PRAGMA data_version", ())
     return int(next(iter(rows))[0])
+
+
+def _outcome(future: asyncio.Future[list[list[Produced]]]) -> Outcome:
+    if future.cancelled():
+        return Unavailable("The stream log's commit was cancelled; retry.")
+    error = future.exception()
+    if error is None:
+        return future.result()
+    return error if isinstance(error, Exception) else Unavailable(f"The commit failed: {error!r}")
 
 
 def _now_ms() -> int:

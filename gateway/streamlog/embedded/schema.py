@@ -10,7 +10,11 @@ record, so a re-sent record is recognised even after a crash.
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Literal
+
+from gateway.streamlog.embedded.checkpointer import WRITER_AUTOCHECKPOINT_PAGES
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -71,3 +75,14 @@ def pragmas(durability: Literal["process", "power"]) -> list[str]:
         "PRAGMA cache_size=-16384",
         "PRAGMA temp_store=MEMORY",
     ]
+
+
+def connect_writer(path: Path, durability: str) -> sqlite3.Connection:
+    """A connection that writes records: durable commits, tables created when missing."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    for pragma in pragmas("power" if durability == "power" else "process"):
+        db.execute(pragma)
+    # Checkpoints run in the checkpointer's thread; this is only a safety net.
+    db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+    db.executescript(SCHEMA)
+    return db

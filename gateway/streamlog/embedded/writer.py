@@ -1,6 +1,8 @@
-"""The log's one writing connection, owned by one thread; each call is one transaction.
+"""The gateway's writing connection, owned by one thread; each call is one transaction.
 
-A whole group commit runs as one call in the writer thread. Issuing its statements one by
+It creates topics, enforces retention and saves consumer offsets; group commits run here
+too when the log is told to commit in a thread (else they run in the commit process). A
+whole group commit runs as one call in the writer thread. Issuing its statements one by
 one from the event loop (as an asyncio SQLite bridge does) costs a thread hand-off per
 statement, and each hand-off waits for the GIL while the loop is busy: under load that,
 not SQLite, set the pace. Multi-row statements keep the hand-offs inside a commit few too.
@@ -15,8 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from gateway.streamlog.embedded.checkpointer import WRITER_AUTOCHECKPOINT_PAGES
-from gateway.streamlog.embedded.schema import SCHEMA, pragmas
+from gateway.streamlog.embedded.schema import connect_writer
 
 T = TypeVar("T")
 
@@ -32,13 +33,7 @@ class Writer:
         await self.call(self._connect)
 
     def _connect(self, _: sqlite3.Connection | None = None) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
-        for pragma in pragmas(self._durability):
-            db.execute(pragma)
-        # Checkpoints run in the checkpointer's thread; this is only a safety net.
-        db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
-        db.executescript(SCHEMA)
-        self._db = db
+        self._db = connect_writer(self._path, self._durability)
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` in the writer thread."""

@@ -2,7 +2,9 @@
 
 Every test of this directory that takes ``ctx`` runs once per backend:
 
-* ``embedded``: an ``EmbeddedLog`` on a file in the test's temporary directory;
+* ``embedded``: an ``EmbeddedLog`` on a file in the test's temporary directory, group
+  commits in its commit process;
+* ``embedded-thread``: the same with group commits in the writer thread;
 * ``redis``: a ``RedisLog`` on a real ``redis-server`` started once for the session on a
   free loopback port (in a temporary directory, no persistence), flushed before each test;
 * ``fluvio``: a ``FluvioLog(endpoint, topics=..., dedup_window_s=...)`` from
@@ -84,19 +86,23 @@ class Backend(abc.ABC):
 class EmbeddedBackend(Backend):
     name = "embedded"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, writer: str = "process") -> None:
         self.path = directory / "log.sqlite3"
+        self.writer = writer
 
     def make(self, topics: list[TopicSpec], **options: Any) -> StreamLog:
         from gateway.streamlog.embedded import EmbeddedLog
 
-        return EmbeddedLog(self.path, topics=topics, poll_interval_ms=10, **options)
+        return EmbeddedLog(
+            self.path, topics=topics, poll_interval_ms=10, writer=self.writer, **options
+        )
 
     def child_setup(self) -> str:
         return (
             "from pathlib import Path\n"
             "from gateway.streamlog.embedded import EmbeddedLog\n"
-            f"def make_log():\n    return EmbeddedLog(Path({str(self.path)!r}))\n"
+            "def make_log():\n"
+            f"    return EmbeddedLog(Path({str(self.path)!r}), writer={self.writer!r})\n"
         )
 
 
@@ -141,11 +147,18 @@ class FluvioBackend(Backend):
 
 
 @pytest.fixture(
-    params=["embedded", "redis", pytest.param("fluvio", marks=pytest.mark.fluvio)],
+    params=[
+        "embedded",
+        "embedded-thread",
+        "redis",
+        pytest.param("fluvio", marks=pytest.mark.fluvio),
+    ],
 )
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "embedded":
         return EmbeddedBackend(tmp_path)
+    if request.param == "embedded-thread":
+        return EmbeddedBackend(tmp_path, writer="thread")
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         with server.client() as client:
