@@ -202,6 +202,8 @@ class _Child(asyncio.SubprocessProtocol):
                     Unavailable(f"The log's commit process could not open the log: {payload}")
                 )
             return
+        if not self._waiting:
+            return
         done = self._waiting.popleft()
         if isinstance(payload, str):
             done(Unavailable(f"The stream log could not commit: {payload}. Retry shortly."))
@@ -213,7 +215,9 @@ class _Child(asyncio.SubprocessProtocol):
             self._gone()
 
     def process_exited(self) -> None:
-        self._gone()
+        # Replies still in the pipe are read before its end (``pipe_connection_lost``),
+        # which fails what is left; until then nothing new is sent here.
+        self.alive = False
         assert self._transport is not None
         code = self._transport.get_returncode()
         if not self.exited.done():
