@@ -8,8 +8,8 @@ write and one read per commit.
 
 Wire format on the child's stdin and stdout: frames of a 4-byte big-endian length and a
 MessagePack body. Requests are one commit's ``Work``; each is answered, in order, by
-``[true, positions]`` (``[partition, offset, timestamp, duplicate]`` per record, per call)
-or ``[false, message]``. The child first sends ``[true, []]`` once its connection is open.
+``[true, positions]`` (a ``Produced`` map per record, a list per call) or
+``[false, message]``. The child first sends ``[true, []]`` once its connection is open.
 
 Lifetime: the child ends when its stdin closes, which happens when the log closes or the
 gateway dies, even by ``kill -9``; it ignores SIGINT and SIGTERM so that a terminal's
@@ -48,7 +48,8 @@ logger = structlog.get_logger(__name__)
 
 _length = struct.Struct(">I")
 _encoder = msgspec.msgpack.Encoder()
-_reply_decoder = msgspec.msgpack.Decoder(tuple[bool, list[list[tuple[int, int, int, bool]]] | str])
+# Positions travel as ``Produced`` maps: decoding builds the structs in one C call.
+_reply_decoder = msgspec.msgpack.Decoder(tuple[bool, list[list[Produced]] | str])
 _work_decoder = msgspec.msgpack.Decoder(
     list[tuple[int, list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]], str | None]]]]
 )
@@ -124,7 +125,7 @@ class CommitProcess:
             self._resending.add(task)
             task.add_done_callback(self._resending.discard)
             return
-        child.send(_encoder.encode(work), done)
+        child.send(work, done)
 
     async def _start_then_commit(self, work: Work, done: Callable[[Outcome], None]) -> None:
         try:
@@ -132,7 +133,7 @@ class CommitProcess:
         except Exception as exc:
             done(exc)
             return
-        child.send(_encoder.encode(work), done)
+        child.send(work, done)
 
     async def close(self) -> None:
         """Let the child finish what it was sent, then end it."""
@@ -171,9 +172,13 @@ class _Child(asyncio.SubprocessProtocol):
         self.pid = self._transport.get_pid()
         self._stdin = cast(asyncio.WriteTransport, self._transport.get_pipe_transport(0))
 
-    def send(self, body: bytes, done: Callable[[Outcome], None]) -> None:
+    def send(self, work: Work, done: Callable[[Outcome], None]) -> None:
         assert self._stdin is not None
-        self._stdin.write(_length.pack(len(body)) + body)
+        # The body is encoded behind room for its length: no copy to prepend it.
+        frame = bytearray(4)
+        _encoder.encode_into(work, frame, 4)
+        _length.pack_into(frame, 0, len(frame) - 4)
+        self._stdin.write(frame)
         self._waiting.append(done)
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
@@ -191,7 +196,7 @@ class _Child(asyncio.SubprocessProtocol):
             start = end
         del buffer[:start]
 
-    def _reply(self, reply: tuple[bool, list[list[tuple[int, int, int, bool]]] | str]) -> None:
+    def _reply(self, reply: tuple[bool, list[list[Produced]] | str]) -> None:
         ok, payload = reply
         if not self.ready.done():
             if ok:
@@ -208,7 +213,7 @@ class _Child(asyncio.SubprocessProtocol):
         if isinstance(payload, str):
             done(Unavailable(f"The stream log could not commit: {payload}. Retry shortly."))
         else:
-            done([[Produced(*position) for position in call] for call in payload])
+            done(payload)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
@@ -285,11 +290,7 @@ def main(argv: list[str]) -> int:
             except Exception as exc:
                 _write_frame(replies, [False, str(exc)])
                 continue
-            positions = [
-                [(p.partition, p.offset, p.timestamp, p.duplicate) for p in call]
-                for call in results
-            ]
-            _write_frame(replies, [True, positions])
+            _write_frame(replies, [True, results])
     except BrokenPipeError:
         return 0
     finally:
