@@ -152,6 +152,11 @@ class Metrics:
         self.produce_queue = Gauge(
             "agentmem_produce_queue_records", "Records waiting for a group commit", registry=r
         )
+        self.log_writer_restarts = Gauge(
+            "agentmem_log_writer_restarts",
+            "Times the log's commit process died and was replaced since start",
+            registry=r,
+        )
         r.register(HeapCollector())
 
     def child(self, metric: Counter | LoopCounter, label: str) -> Any:

@@ -140,6 +140,11 @@ class StreamLog(abc.ABC):
         """Records accepted but not yet durable (0 when the backend does not queue)."""
         return 0
 
+    @property
+    def writer_restarts(self) -> int:
+        """Times the backend's writing process died and was replaced (0 when it has none)."""
+        return 0
+
     # -- topics ---------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -35,5 +35,6 @@ async def ready(request: Request) -> JSON:
 async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     services.metrics.produce_queue.set(services.log.queued_records)
+    services.metrics.log_writer_restarts.set(services.log.writer_restarts)
     services.metrics.ws_send_queue.set(services.hub.queued_frames())
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -208,6 +208,10 @@ class EmbeddedLog(StreamLog):
     def queued_records(self) -> int:
         return 0 if self._committer is None else self._committer.queued_records
 
+    @property
+    def writer_restarts(self) -> int:
+        return 0 if self._process is None else self._process.restarts
+
     async def check_writable(self) -> None:
         """Raise ``Unavailable`` unless a write transaction can be taken now."""
         if self._closed or self._writer is None:

@@ -9,10 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 import uvloop
+from servers import GatewayProcess
 
 from gateway.errors import Unavailable
 from gateway.streamlog.embedded import EmbeddedLog
@@ -73,6 +76,7 @@ async def kill_the_child_while_producing(tmp_path: Path) -> None:
         assert "commit process exited" in str(failed[0])
         assert commit_pid(log) != first
         assert not alive(first)
+        assert log.writer_restarts == 1
         assert len(acked) + len(failed) == 1_500
         # Every acknowledged record is there, and offsets stay dense: a record of the killed
         # commit is either wholly written or not at all.
@@ -155,3 +159,55 @@ def test_the_child_ends_when_its_gateway_is_killed(tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_a_served_gateway_replaces_its_commit_process(
+    tmp_path: Path, make_token: Callable[..., str]
+) -> None:
+    (tmp_path / "data").mkdir()
+    gateway = GatewayProcess(tmp_path / "data").start()
+    try:
+        assert gateway.proc is not None
+        token = make_token()
+        body = {
+            "topic": "user-events",
+            "event": {"type": "user_interaction", "payload": {"action": "x"}},
+        }
+
+        def publish() -> httpx.Response:
+            return httpx.post(
+                gateway.url + "/api/v1/stream/events",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+
+        assert publish().is_success
+        [child] = children(gateway.proc.pid, "commit_process")
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first = publish()
+        assert first.is_success, first.text
+        assert children(gateway.proc.pid, "commit_process") != [child]
+        metrics = httpx.get(gateway.url + "/metrics", timeout=5).text
+        assert "agentmem_log_writer_restarts 1.0" in metrics
+    finally:
+        gateway.stop()
+
+
+def children(pid: int, marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and marker.encode() in cmdline and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
