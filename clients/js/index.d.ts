@@ -80,7 +80,10 @@ export declare const SubscriptionState: Readonly<{
 }>;
 export declare const Subprotocol: Readonly<{ json: 'agentmem.v1.json'; msgpack: 'agentmem.v1.msgpack' }>;
 
-/** A random UUID v4 (the SDK's default event id). */
+/** A UUIDv7, time-ordered (the SDK's default event id). */
+export declare function eventId(): string;
+
+/** A random UUID v4. */
 export declare function randomId(): string;
 
 // -- errors ---------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agentmem_client import event_id
+
 from loadtest.bench import bare, fanout_ws, target
 from loadtest.bench.report import machine, percentile, print_table, write_json
 from loadtest.bench.target import SECRET as SECRET  # idle_connections uses it
@@ -43,7 +45,7 @@ PUBLISH = (
     b'"event":{"type":"user_interaction","payload":{"action":"clicked","importance":0.1}}}'
 )
 EVENT = b'{"event":{"type":"user_interaction","payload":{"action":"clicked","importance":0.1}}}'
-# The same event with an id of the client's (as both SDKs send: random, 32 hex digits), which
+# The same event with an id of the client's, made as both SDKs make it (a UUIDv7), which
 # makes it an idempotency key the log looks up and remembers.
 PUBLISH_WITH_ID = (
     b'{"op":"publish","id":%d,"topic":"user-events","key":"k%d",'
@@ -122,7 +124,7 @@ async def closed_loop(
         if batch:
             return batch_frame % n
         if event_ids:
-            return PUBLISH_WITH_ID % (n, n % 64, os.urandom(16).hex().encode())
+            return PUBLISH_WITH_ID % (n, n % 64, event_id().encode())
         return PUBLISH % (n, n % 64)
 
     async def drive(conn: WsConnection, stop: float) -> None:

@@ -6,7 +6,7 @@ import { shouldReconnect } from './constants.js';
 import { Emitter } from './emitter.js';
 import { AgentMemError, ConnectionClosedError, TimeoutError } from './errors.js';
 import { Subscription } from './subscription.js';
-import { makeCodec, normalizeUrl, randomId, resolveWebSocket } from './transport.js';
+import { eventId, makeCodec, normalizeUrl, resolveWebSocket } from './transport.js';
 
 const OPEN = 1;
 
@@ -145,7 +145,7 @@ export class Client extends Emitter {
       return Promise.reject(new TypeError('event must be an envelope object: {type, payload, …}'));
     }
     if (this.state === 'closed') return Promise.reject(this._closedError);
-    const envelope = event.id == null ? { ...event, id: randomId() } : event;
+    const envelope = event.id == null ? { ...event, id: eventId() } : event;
     const frame = { op: 'publish', id: 0, topic, event: envelope };
     if (options.key != null) frame.key = String(options.key);
     return this._enqueue({ kind: 'publish', frame }, options.timeout ?? this.options.publishTimeoutMs);
@@ -166,7 +166,7 @@ export class Client extends Emitter {
       const rawKey = isItem && item.key != null ? item.key : options.key;
       const key = rawKey != null ? String(rawKey) : null;
       const envelope = event !== null && typeof event === 'object' && !Array.isArray(event) && event.id == null
-        ? { ...event, id: randomId() }
+        ? { ...event, id: eventId() }
         : event;
       return key != null ? { key, event: envelope } : { event: envelope };
     });

@@ -15,4 +15,4 @@ export {
   TEMPORARY_ERROR_CODES,
   shouldReconnect,
 } from './constants.js';
-export { randomId } from './transport.js';
+export { eventId, randomId } from './transport.js';

@@ -102,9 +102,10 @@ async def test_sigkill_mid_stream_loses_and_repeats_nothing(
                     failures.append(exc)
                     return
                 acks[event_id].append(ack)
-                # The first ack from KILL_AT on that leaves publishes in flight: acks come in
-                # batches, and one batch can answer every publish sent so far.
-                in_flight = bool(publisher._pending)
+                # The first ack from KILL_AT on that leaves publishes in flight (acks come in
+                # batches, and one batch can answer every publish sent so far) once deliveries
+                # have begun (acks can run ahead of them by more than KILL_AT records).
+                in_flight = bool(publisher._pending) and bool(received)
                 if sum(map(len, acks.values())) >= KILL_AT and in_flight and not killed.is_set():
                     killed.set()
                     at_kill.update(pending=len(publisher._pending), received=len(received))

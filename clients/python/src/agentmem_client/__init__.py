@@ -38,6 +38,7 @@ from agentmem_client.errors import (
     UnknownTopic,
 )
 from agentmem_client.frames import Codec
+from agentmem_client.ids import event_id
 from agentmem_client.models import (
     Ack,
     ConnectionState,
@@ -87,6 +88,7 @@ __all__ = [
     "UnknownOp",
     "UnknownTopic",
     "close_code_name",
+    "event_id",
     "is_reconnectable",
     "normalize_url",
 ]

@@ -24,7 +24,6 @@ import inspect
 import itertools
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
@@ -74,6 +73,7 @@ from agentmem_client.frames import (
     from_spec,
     int_positions,
 )
+from agentmem_client.ids import event_id
 from agentmem_client.models import (
     Ack,
     ConnectionState,
@@ -405,7 +405,7 @@ class Client:
     ) -> Ack:
         """Write one event; return once it is durable.
 
-        The envelope ``id`` is set (``uuid4().hex``) when the event has none, so a re-send
+        The envelope ``id`` is set (``event_id()``, a UUIDv7) when the event has none, so a re-send
         after a reconnect is recognised by the gateway, which answers ``duplicate=True``
         with the original position. ``event`` is not modified.
 
@@ -982,7 +982,7 @@ def _envelope(event: EventLike) -> dict[str, Any]:
     else:
         raise TypeError(f"an event must be a mapping or a msgspec Struct, not {type(event)!r}")
     if envelope.get("id") is None:
-        envelope["id"] = uuid.uuid4().hex
+        envelope["id"] = event_id()
     return envelope
 
 
