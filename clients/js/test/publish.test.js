@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { AgentMemError, Client, ConnectionClosedError, ErrorCode, TimeoutError } from '../src/index.js';
 import { Gateway, logEvent, mintToken, unique } from '../testing/gateway.js';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 let gateway;
 const clients = [];

@@ -65,7 +65,8 @@ class CommitProcess:
         self._durability = durability
         self._child: _Child | None = None
         self._starting: asyncio.Task[_Child] | None = None
-        self._resending: set[asyncio.Task[None]] = set()
+        # Commits made while no child runs: each waits for the next one to start.
+        self._awaiting_child: set[asyncio.Task[None]] = set()
         self._closed = False
         self.restarts = 0
 
@@ -122,8 +123,8 @@ class CommitProcess:
         child = self._child
         if child is None or not child.alive:
             task = asyncio.ensure_future(self._start_then_commit(work, done))
-            self._resending.add(task)
-            task.add_done_callback(self._resending.discard)
+            self._awaiting_child.add(task)
+            task.add_done_callback(self._awaiting_child.discard)
             return
         child.send(work, done)
 
