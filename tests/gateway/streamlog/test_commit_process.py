@@ -19,6 +19,7 @@ from servers import GatewayProcess
 
 from gateway.errors import Unavailable
 from gateway.streamlog.embedded import EmbeddedLog
+from gateway.streamlog.embedded.commit_process import CommitProcess
 from gateway.streamlog.interface import Produced, TopicSpec
 
 SPEC = TopicSpec(name="t", partitions=3)
@@ -211,3 +212,16 @@ def children(pid: int, marker: str) -> list[int]:
         if parent == pid and marker.encode() in cmdline and alive(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+async def test_a_child_that_cannot_open_the_log_is_reported(tmp_path: Path) -> None:
+    # A directory where the database file should be: the child's connection fails.
+    process = CommitProcess(tmp_path, "process")
+    with pytest.raises(Unavailable, match="could not open the log: unable to open database"):
+        await process.start()
+    outcome: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    process.commit([(1, [(0, None, b"v", (), None)])], outcome.set_result)
+    failed = await asyncio.wait_for(outcome, 10)
+    assert isinstance(failed, Unavailable) and failed.temporary
+    await process.close()
+    assert process.pid is None
