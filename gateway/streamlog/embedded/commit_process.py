@@ -32,7 +32,7 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import msgspec
 import structlog
@@ -60,7 +60,7 @@ CLOSE_TIMEOUT_S = 10.0
 class CommitProcess:
     """The parent's side: starts the child, hands it commits, restarts it if it dies."""
 
-    def __init__(self, path: Path, durability: str) -> None:
+    def __init__(self, path: Path, durability: Literal["process", "power"]) -> None:
         self._path = path
         self._durability = durability
         self._child: _Child | None = None
@@ -209,6 +209,8 @@ class _Child(asyncio.SubprocessProtocol):
                 )
             return
         if not self._waiting:
+            # Only a child out of step with this parent answers more than it was sent.
+            logger.error("commit_process_unexpected_reply", pid=self.pid)
             return
         done = self._waiting.popleft()
         if isinstance(payload, str):
@@ -262,6 +264,9 @@ class _Child(asyncio.SubprocessProtocol):
 def main(argv: list[str]) -> int:
     """The child: answer commits read from stdin until it closes."""
     path, durability = argv
+    if durability not in ("process", "power"):
+        _write_frame(sys.stdout.buffer, [False, f"durability {durability!r}: not process or power"])
+        return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Replies get a private copy of stdout; anything printed by mistake goes to stderr.
@@ -269,7 +274,7 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)
     requests = sys.stdin.buffer
     try:
-        db = connect_writer(Path(path), durability)
+        db = connect_writer(Path(path), cast(Literal["process", "power"], durability))
         cursors = transaction.Cursors()
         cursors.reload(db)
     except sqlite3.Error as exc:

@@ -1,11 +1,11 @@
 """Group commit: concurrent produce calls share one SQLite transaction.
 
-Producers append to a bounded in-memory queue and wait on a future. One task drains the
-queue: everything that arrived while the previous transaction was committing goes into the
-next one, so a lone record is committed at once and a crowd is committed together. The
-transaction (``transaction.commit``) runs in the commit process or the writer thread, as
-one call. A future is answered only after ``COMMIT`` returned, which is when the record is
-durable.
+Producers append to a bounded in-memory queue and wait on a future (or a callback). At
+most one commit is in flight: everything that arrived while the previous transaction was
+committing goes into the next one, so a lone record is committed at once and a crowd is
+committed together. The transaction (``transaction.commit``) runs in the commit process
+or the writer thread, as one call. A producer is answered only after ``COMMIT`` returned,
+which is when the record is durable.
 
 Queue policy: at most ``queue_limit`` records wait; a producer finding the queue full waits
 for room (backpressure), it is never dropped.

@@ -77,10 +77,10 @@ def pragmas(durability: Literal["process", "power"]) -> list[str]:
     ]
 
 
-def connect_writer(path: Path, durability: str) -> sqlite3.Connection:
+def connect_writer(path: Path, durability: Literal["process", "power"]) -> sqlite3.Connection:
     """A connection that writes records: durable commits, tables created when missing."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-    for pragma in pragmas("power" if durability == "power" else "process"):
+    for pragma in pragmas(durability):
         db.execute(pragma)
     # Checkpoints run in the checkpointer's thread; this is only a safety net.
     db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")

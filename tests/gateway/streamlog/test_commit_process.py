@@ -225,3 +225,15 @@ async def test_a_child_that_cannot_open_the_log_is_reported(tmp_path: Path) -> N
     assert isinstance(failed, Unavailable) and failed.temporary
     await process.close()
     assert process.pid is None
+
+
+def test_the_child_refuses_an_unknown_durability(tmp_path: Path) -> None:
+    child = "gateway.streamlog.embedded.commit_process"
+    run = subprocess.run(
+        [sys.executable, "-m", child, str(tmp_path / "log.sqlite3"), "sometimes"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert run.returncode == 2
+    assert b"durability 'sometimes': not process or power" in run.stdout
+    assert not (tmp_path / "log.sqlite3").exists()
