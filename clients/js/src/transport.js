@@ -84,16 +84,25 @@ if (cryptoImpl?.getRandomValues === undefined && typeof process !== 'undefined' 
   cryptoImpl = (await import(/* webpackIgnore: true */ /* @vite-ignore */ NODE_CRYPTO)).webcrypto;
 }
 
-/** A random UUID (v4). */
-export function randomId() {
-  if (typeof cryptoImpl?.randomUUID === 'function') return cryptoImpl.randomUUID();
-  const bytes = new Uint8Array(16);
+function randomBytes(count) {
+  const bytes = new Uint8Array(count);
   if (typeof cryptoImpl?.getRandomValues === 'function') cryptoImpl.getRandomValues(bytes);
-  else for (let i = 0; i < 16; i++) bytes[i] = Math.floor(Math.random() * 256);
-  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  else for (let i = 0; i < count; i++) bytes[i] = Math.floor(Math.random() * 256);
+  return bytes;
+}
+
+/** The UUID of 16 bytes, stamped with `version` and the RFC 9562 variant. */
+function formatUuid(bytes, version) {
+  bytes[6] = (bytes[6] & 0x0f) | (version << 4);
   bytes[8] = (bytes[8] & 0x3f) | 0x80;
   const hex = [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** A random UUID (v4). */
+export function randomId() {
+  if (typeof cryptoImpl?.randomUUID === 'function') return cryptoImpl.randomUUID();
+  return formatUuid(randomBytes(16), 4);
 }
 
 /**
@@ -102,18 +111,13 @@ export function randomId() {
  * end of its idempotency index instead of on random pages of it.
  */
 export function eventId() {
-  const bytes = new Uint8Array(16);
-  if (typeof cryptoImpl?.getRandomValues === 'function') cryptoImpl.getRandomValues(bytes);
-  else for (let i = 0; i < 16; i++) bytes[i] = Math.floor(Math.random() * 256);
+  const bytes = randomBytes(16);
   let ms = Date.now();
   for (let i = 5; i >= 0; i--) {
     bytes[i] = ms % 256;
     ms = Math.floor(ms / 256);
   }
-  bytes[6] = (bytes[6] & 0x0f) | 0x70;
-  bytes[8] = (bytes[8] & 0x3f) | 0x80;
-  const hex = [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  return formatUuid(bytes, 7);
 }
 
 /** `ws://host/ws` from `http://host`, `ws://host` or `ws://host/ws`. */
