@@ -84,8 +84,9 @@ async def test_deferred_items_survive_a_restart(
 ) -> None:
     await produce(log, "chat-messages", mixed(FACTS))
     first = await start_pipeline(agent_queue_sizes={"semantic": 1}, agent_batch=1)
-    while first.worker.lanes["semantic"].stats.deferred == 0:
-        await asyncio.sleep(0.001)
+    async with asyncio.timeout(30):
+        while first.worker.lanes["semantic"].stats.deferred == 0:
+            await asyncio.sleep(0.001)
     await first.stop(timeout=0.2)
     left = query(tmp_path / "data" / "memory.sqlite3", "SELECT count(*) FROM deferred")[0][0]
     assert left > 0
