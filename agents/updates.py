@@ -29,6 +29,7 @@ from agents.store.sqlite import HistoryRow, MemoryStore, Writes
 from gateway.schemas.envelope import ENVELOPES
 from gateway.schemas.payloads import LogEntry, MemoryUpdate, RecordSource
 from gateway.streamlog.interface import NewRecord, StreamLog
+from gateway.waiting import wait_event
 
 logger = structlog.get_logger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -145,16 +146,13 @@ class OutboxPublisher:
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.05
-            if sent == 0:
-                # Another process (a gateway whose pipeline runs apart) may write changes
-                # without waking this one: look again every second. The published position
-                # is saved by the agents' next transaction; a transaction of its own waits
-                # for a second without one (a re-publish after a crash is harmless, the
-                # idempotency keys see to that), so a steady load does not pay one per batch.
-                try:
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
-                except TimeoutError:
-                    await self.save_position()
+            # Nothing sent: another process (a gateway whose pipeline runs apart) may write
+            # changes without waking this one, so look again every second. The published
+            # position is saved by the agents' next transaction; a transaction of its own
+            # waits for a second without one (a re-publish after a crash is harmless, the
+            # idempotency keys see to that), so a steady load does not pay one per batch.
+            if sent == 0 and not await wait_event(self._wake, 1.0):
+                await self.save_position()
 
     async def publish_once(self) -> int:
         """Produce up to ``batch`` memory updates and ``batch`` outbox rows; returns how

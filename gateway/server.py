@@ -63,7 +63,8 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
         try:
-            await asyncio.wait_for(self._hub.drain(self._timeout), self._timeout + 2)
+            async with asyncio.timeout(self._timeout + 2):
+                await self._hub.drain(self._timeout)
         except Exception:
             logger.exception("drain_failed")
         super().handle_exit(sig, frame)

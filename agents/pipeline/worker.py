@@ -49,6 +49,7 @@ from agents.updates import OutboxPublisher, log_entry_row
 from agents.work import MemoryWork, Source
 from gateway.errors import UnknownTopic
 from gateway.streamlog.interface import Record, StreamLog, Tail
+from gateway.waiting import wait_event
 
 if TYPE_CHECKING:
     from gateway.smartmodules import SmartModuleRegistry
@@ -206,7 +207,8 @@ class PipelineWorker:
                 break
             await asyncio.sleep(0.01)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.publisher.flush(), max(0.05, deadline - loop.time()))
+            async with asyncio.timeout(max(0.05, deadline - loop.time())):
+                await self.publisher.flush()
         for task in (*self._consumers, *self._background):
             task.cancel()
         await asyncio.gather(*self._consumers, *self._background, return_exceptions=True)
@@ -290,8 +292,7 @@ class PipelineWorker:
         self.stats.backpressure_waits += 1
         while self._full() and not self._stopping:
             self._room.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._room.wait(), 0.5)
+            await wait_event(self._room, 0.5)
 
     def _committed(self) -> None:
         """An agent committed: there may be room, and updates to publish."""

@@ -26,6 +26,7 @@ from agents.store.schema import MEMORY_COLUMNS
 from agents.store.sqlite import MemoryStore, memory_from_row
 from gateway.memory.embedders import Embedder
 from gateway.memory.vectors import VectorIndex, VectorPoint
+from gateway.waiting import wait_event
 
 logger = structlog.get_logger(__name__)
 
@@ -110,8 +111,7 @@ class VectorIndexer:
                 delay = min(delay * 2, 5.0)
                 done = 0
             if done == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                await wait_event(self._wake, delay)
 
     async def catch_up(self) -> int:
         """Index every change written so far; returns how many history rows were read."""

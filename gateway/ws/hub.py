@@ -18,6 +18,7 @@ from gateway.auth.tokens import TokenAuthority
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.streamlog.interface import StreamLog
+from gateway.waiting import wait_event
 from gateway.ws import frames as f
 from gateway.ws.codes import CloseCode
 from gateway.ws.fanout import TopicFeed
@@ -94,8 +95,7 @@ class Hub:
             await asyncio.wait(
                 [asyncio.create_task(s.drain(timeout)) for s in sessions], timeout=timeout + 1
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._empty.wait(), timeout=2.0)
+            await wait_event(self._empty, 2.0)
             # Give clients a moment to answer the close frame before the server drops the
             # connections: closing TCP while a client is still sending makes the kernels
             # reset the connection, and the client would lose the acks and the close frame

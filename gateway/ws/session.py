@@ -37,6 +37,7 @@ from gateway.errors import (
 from gateway.schemas.envelope import check_topic, encode_event, idempotency_key, stamp
 from gateway.smartmodules import SmartModuleError
 from gateway.streamlog.interface import NewRecord, Produced
+from gateway.waiting import wait_event
 from gateway.ws import frames as f
 from gateway.ws.codes import CloseCode
 from gateway.ws.fanout import Subscription
@@ -143,7 +144,8 @@ class Session:
         # session ends anyway: the server then closes the transport, whose buffer is bounded.
         grace = max(1.0, self.hub.settings.ws_slow_consumer_s)
         try:
-            await asyncio.wait_for(self.websocket.close(code, reason[:120]), grace)
+            async with asyncio.timeout(grace):
+                await self.websocket.close(code, reason[:120])
         except TimeoutError:
             logger.info("close_timed_out", session=self.id, code=code)
         except Exception:
@@ -151,8 +153,7 @@ class Session:
 
     async def drain(self, timeout: float) -> None:
         """Answer every publish in flight, send what is queued, close with going_away."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._all_answered.wait(), timeout)
+        await wait_event(self._all_answered, timeout)
         await self.outbox.flush(timeout=max(0.1, timeout / 2))
         await self.close(CloseCode.GOING_AWAY, "gateway shutting down; reconnect")
 

@@ -4,6 +4,7 @@ transaction, the recheck horizon, and the upgrade of a version 1 database."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -156,3 +157,19 @@ async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(RuntimeError, match="schema version 99"):
         await MemoryStore(path).open()
+
+
+async def test_the_outbox_publisher_stops_when_cancelled_as_it_is_woken(
+    log: EmbeddedLog, store: MemoryStore
+) -> None:
+    # Stopping the pipeline cancels the publisher; an agent's commit may wake it in the
+    # same pass of the loop. The cancellation must still end it, or the stop waits forever.
+    publisher = OutboxPublisher(log, store)
+    task = asyncio.create_task(publisher.run())
+    while publisher.position is None:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.01)
+    publisher.wake()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=3.0)
+    assert done == {task} and task.cancelled()

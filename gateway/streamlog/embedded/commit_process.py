@@ -249,7 +249,8 @@ class _Child(asyncio.SubprocessProtocol):
         if self._stdin is not None:
             self._stdin.close()
         try:
-            await asyncio.wait_for(asyncio.shield(self.exited), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await asyncio.shield(self.exited)
         except TimeoutError:
             logger.error("commit_process_kill", pid=self.pid)
             with contextlib.suppress(ProcessLookupError):

@@ -10,12 +10,12 @@ them when another process commits), so an idle tail costs no queries.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.streamlog.interface import Record, StartPosition, Tail
 from gateway.streamlog.positions import check_partition, resolve_start
+from gateway.waiting import wait_event
 
 if TYPE_CHECKING:
     from gateway.streamlog.embedded.log import EmbeddedLog
@@ -128,7 +128,4 @@ class EmbeddedTail(Tail):
                     continue
             if self._closed or log.closed:
                 break
-            try:
-                await asyncio.wait_for(wake.wait(), log.idle_recheck_s)
-            except TimeoutError:
-                pass
+            await wait_event(wake, log.idle_recheck_s)

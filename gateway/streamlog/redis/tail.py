@@ -103,7 +103,8 @@ class RedisTail(Tail):
                         "tail_reconnecting", topic=self._topic, error=str(exc), retry_s=backoff
                     )
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(stop), backoff)
+                        async with asyncio.timeout(backoff):
+                            await asyncio.shield(stop)
                     backoff = min(backoff * 2, _BACKOFF_MAX_S)
                     continue
                 backoff = _BACKOFF_MIN_S
