@@ -18,6 +18,8 @@
 - ``agentmem_memory_store_transaction_seconds`` (histogram): write transactions, BEGIN to
   COMMIT;
 - ``agentmem_memory_vector_lag_changes`` (gauge): changes not yet in the vector index;
+- ``agentmem_memory_vector_process_restarts`` (gauge): times Qdrant local mode's process
+  was started again after it died;
 - ``agentmem_memory_api_latency_seconds{operation}`` (histogram): memory API operations.
 
 Counters and in-memory gauges are read from the worker when Prometheus scrapes
@@ -131,6 +133,11 @@ class PipelineMetrics:
         self.vector_lag = Gauge(
             "agentmem_memory_vector_lag_changes",
             "Memory changes not yet in the vector index",
+            registry=registry,
+        )
+        self.vector_process_restarts = Gauge(
+            "agentmem_memory_vector_process_restarts",
+            "Times Qdrant local mode's process was started again after it died",
             registry=registry,
         )
         self.api_latency = Histogram(

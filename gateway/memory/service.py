@@ -177,6 +177,9 @@ class MemoryService:
                 await pm.sample()
                 if self.indexer is not None:
                     pm.vector_lag.set(await self.indexer.lag())
+                process = getattr(self.index, "process", None)
+                if process is not None:
+                    pm.vector_process_restarts.set(process.restarts)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

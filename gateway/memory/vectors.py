@@ -22,14 +22,16 @@ again, so a stale point can never surface a memory the caller may not see.
     points, written on every change and read back at open, and queries are answered by
     ``TenantMatrices`` (``gateway.memory.matrices``), an in-process copy of the vectors
     per organization and user kept in step with it: a user's search multiplies that
-    user's rows only. Memory: mostly qdrant-client's (it holds every point in Python
-    objects, ~1.5 GiB at 100,000 points), plus ``dim * 4`` bytes a memory for the
-    matrices. One process at a time may open the directory.
+    user's rows only. The collection itself is written by a child process
+    (``gateway.memory.qdrant_local``): qdrant-client's writes are Python work that would
+    hold this process's GIL. Memory: mostly qdrant-client's, in that process (it holds
+    every point in Python objects, ~1.5 GiB at 100,000 points), plus ``dim * 4`` bytes a
+    memory here for the matrices. One process at a time may open the directory.
 
 - ``ExactIndex`` (``exact``): the same ``TenantMatrices``, persisted in a SQLite file of
   its own, ``<data_dir>/vectors/<collection>.sqlite3``; no Qdrant at all.
 
-Writes are blocking and run in a worker thread (``asyncio.to_thread``), one at a time.
+Writes block and run in a worker thread (``asyncio.to_thread``), one at a time.
 Searches of the in-process matrices run on the event loop when they multiply fewer than
 ``INLINE_ROWS`` rows (about a millisecond), in a worker thread beyond.
 """
@@ -37,13 +39,9 @@ Searches of the in-process matrices run on the event loop when they multiply few
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
 import sqlite3
 import threading
-import uuid
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,27 +52,21 @@ import structlog
 
 from agents.store.filters import MemoryFilter
 from agents.store.sqlite import now_ms
+from gateway.memory.collection import (
+    VectorIndexMismatch,
+    VectorIndexUnavailable,
+    check_collection,
+    collection_metadata,
+    collection_name,
+    point_uuid,
+)
 from gateway.memory.matrices import TenantMatrices
+from gateway.memory.qdrant_local import LocalQdrant
 
 logger = structlog.get_logger(__name__)
 
 INLINE_ROWS = 20_000
 """A product over this many rows takes about a millisecond: beyond, a worker thread."""
-
-LOAD_CHUNK = 10_000
-"""Points read per ``scroll`` when local mode's collection is loaded at open."""
-
-# Local mode warns above 20,000 points because its own search walks every point in
-# Python; this index answers local queries from its matrices, so the warning misleads.
-warnings.filterwarnings("ignore", message="Local mode is not recommended", category=UserWarning)
-
-
-class VectorIndexMismatch(RuntimeError):
-    """The stored collection was made with another embedding model or dimension."""
-
-
-class VectorIndexUnavailable(RuntimeError):
-    """The index cannot be opened (a missing package, a directory in use, a server down)."""
 
 
 class VectorPoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,16 +79,6 @@ class VectorPoint(msgspec.Struct, frozen=True, kw_only=True):
     importance: float
     created_at: int
     expires_at: int | None
-
-
-def collection_name(model: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
-    return f"memories-{slug}"
-
-
-def point_uuid(memory_id: str) -> str:
-    """Qdrant ids are integers or UUIDs: a stable UUID per memory id."""
-    return str(uuid.UUID(bytes=hashlib.blake2b(memory_id.encode(), digest_size=16).digest()))
 
 
 class VectorIndex(Protocol):
@@ -128,22 +110,6 @@ class VectorIndex(Protocol):
     async def count(self) -> int: ...
 
 
-def _metadata(model: str, dim: int) -> dict[str, Any]:
-    return {"embedding_model": model, "dim": dim, "distance": "cosine"}
-
-
-def _check(
-    collection: str, where: str, model: Any, dim: Any, want_model: str, want_dim: int
-) -> None:
-    if model != want_model or dim != want_dim:
-        raise VectorIndexMismatch(
-            f"vector collection {collection!r} in {where} holds {model or 'unknown'!s} vectors "
-            f"of dimension {dim}, but the configured embedder is {want_model} ({want_dim}). "
-            "Use the embedder it was built with, or delete the collection to rebuild it from "
-            "the memory database (it is re-indexed on the next start)."
-        )
-
-
 async def _search_matrices(
     matrices: TenantMatrices, vector: npt.NDArray[np.float32], flt: MemoryFilter, limit: int
 ) -> list[tuple[str, float]]:
@@ -161,7 +127,8 @@ async def _search_matrices(
 
 
 class QdrantIndex:
-    """A Qdrant collection through ``qdrant-client``: local mode at ``path`` or a server."""
+    """A Qdrant collection: local mode at ``path`` (in a child process, see
+    ``gateway.memory.qdrant_local``) or a server at ``url`` through ``qdrant-client``."""
 
     backend = "qdrant"
 
@@ -184,72 +151,64 @@ class QdrantIndex:
         self.collection = collection_name(model)
         self.in_process = url is None
         # Local mode: the queries' copy of the points (the collection is the durable one).
-        self._matrices = TenantMatrices(dim) if url is None else None
-        self._storage: sqlite3.Connection | None = None
+        self._matrices = TenantMatrices(dim) if path is not None else None
+        self._local = LocalQdrant(path, self.collection, model, dim) if path is not None else None
         self._client: Any = None
+        self._open = False
         self._lock = threading.Lock()
 
     @property
     def where(self) -> str:
         return self.url or str(self.path)
 
-    async def open(self) -> bool:
-        return await asyncio.to_thread(self._open)
+    @property
+    def process(self) -> LocalQdrant | None:
+        """Local mode's child process (``None`` with a server)."""
+        return self._local
 
-    def _open(self) -> bool:
+    async def open(self) -> bool:
+        created = await asyncio.to_thread(self._open_sync)
+        self._open = True
+        return created
+
+    def _open_sync(self) -> bool:
+        if self._local is not None:
+            return self._local.open(self._load)
         try:
             from qdrant_client import QdrantClient, models
         except ImportError as exc:
             raise VectorIndexUnavailable(
                 f"the qdrant vector index needs qdrant-client ({exc}): pip install qdrant-client"
             ) from None
-        try:
-            if self.url is not None:
-                client = QdrantClient(url=self.url, api_key=self.api_key, timeout=10)
-            else:
-                assert self.path is not None
-                self.path.mkdir(parents=True, exist_ok=True)
-                client = QdrantClient(path=str(self.path))
-        except RuntimeError as exc:
-            # Local mode locks its directory: one process at a time.
-            raise VectorIndexUnavailable(
-                f"cannot open the Qdrant directory {self.path}: {exc}. Another process uses "
-                "it; give each gateway its own data directory or use a Qdrant server."
-            ) from None
-        created = False
+        client = QdrantClient(url=self.url, api_key=self.api_key, timeout=10)
         try:
             if client.collection_exists(self.collection):
                 config = client.get_collection(self.collection).config
                 meta = config.metadata or {}
-                vectors = config.params.vectors
-                size = getattr(vectors, "size", None)
-                _check(
+                size = getattr(config.params.vectors, "size", None)
+                check_collection(
                     self.collection, self.where, meta.get("embedding_model"), size,
                     self.model, self.dim,
                 )  # fmt: skip
+                created = False
             else:
                 client.create_collection(
                     self.collection,
                     vectors_config=models.VectorParams(
                         size=self.dim, distance=models.Distance.COSINE
                     ),
-                    metadata=_metadata(self.model, self.dim),
+                    metadata=collection_metadata(self.model, self.dim),
                 )
+                for field, schema in (
+                    ("organization_id", models.PayloadSchemaType.KEYWORD),
+                    ("user_id", models.PayloadSchemaType.KEYWORD),
+                    ("agent_id", models.PayloadSchemaType.KEYWORD),
+                    ("memory_type", models.PayloadSchemaType.KEYWORD),
+                    ("created_at", models.PayloadSchemaType.INTEGER),
+                    ("importance", models.PayloadSchemaType.FLOAT),
+                ):
+                    client.create_payload_index(self.collection, field, schema)
                 created = True
-                if self.url is not None:
-                    for field, schema in (
-                        ("organization_id", models.PayloadSchemaType.KEYWORD),
-                        ("user_id", models.PayloadSchemaType.KEYWORD),
-                        ("agent_id", models.PayloadSchemaType.KEYWORD),
-                        ("memory_type", models.PayloadSchemaType.KEYWORD),
-                        ("created_at", models.PayloadSchemaType.INTEGER),
-                        ("importance", models.PayloadSchemaType.FLOAT),
-                    ):
-                        client.create_payload_index(self.collection, field, schema)
-            if self._matrices is not None:
-                self._storage = _local_storage(client, self.collection)
-                if not created:
-                    self._load(client)
         except VectorIndexMismatch:
             client.close()
             raise
@@ -259,167 +218,108 @@ class QdrantIndex:
         self._client = client
         return created
 
-    def _load(self, client: Any) -> None:
-        """Local mode: every point of the collection into the matrices.
-
-        qdrant-client has read the whole collection into memory when it opened it; its
-        arrays are copied from there when they are laid out as expected, else the points
-        are read through ``scroll`` (the same result, about twice the time at open)."""
+    def _load(self, payloads: list[Any], vectors: npt.NDArray[np.float32]) -> None:
+        """Local mode: stored points from the child into the matrices."""
         assert self._matrices is not None
-        loaded = _local_points(client, self.collection, self.dim)
-        chunks = [loaded] if loaded is not None else self._scroll(client)
-        for payloads, vectors in chunks:
-            try:
-                points = [msgspec.convert(p, VectorPoint) for p in payloads]
-            except msgspec.ValidationError as exc:
-                raise VectorIndexUnavailable(
-                    f"collection {self.collection!r} in {self.where} holds a point that is not "
-                    f"a memory's ({exc}); delete the collection to rebuild it from the memory "
-                    "database"
-                ) from None
-            self._matrices.put_many(points, vectors)
-
-    def _scroll(self, client: Any) -> Iterator[tuple[list[Any], npt.NDArray[np.float32]]]:
-        offset: Any = None
-        while True:
-            records, offset = client.scroll(
-                self.collection,
-                limit=LOAD_CHUNK,
-                offset=offset,
-                with_payload=True,
-                with_vectors=True,
-            )
-            if records:
-                vectors = np.asarray([r.vector for r in records], dtype=np.float32)
-                yield [r.payload for r in records], vectors
-            if offset is None:
-                return
+        try:
+            points = [msgspec.convert(p, VectorPoint) for p in payloads]
+        except msgspec.ValidationError as exc:
+            raise VectorIndexUnavailable(
+                f"collection {self.collection!r} in {self.where} holds a point that is not "
+                f"a memory's ({exc}); delete the collection to rebuild it from the memory "
+                "database"
+            ) from None
+        self._matrices.put_many(points, vectors)
 
     async def close(self) -> None:
-        if self._client is not None:
+        if not self._open:
+            return
+        self._open = False
+        if self._local is not None:
+            await asyncio.to_thread(self._locked, self._local.close)
+        elif self._client is not None:
             client, self._client = self._client, None
-            self._storage = None
             await asyncio.to_thread(client.close)
 
-    def _c(self) -> Any:
-        if self._client is None:
+    def _check_open(self) -> None:
+        if not self._open:
             raise VectorIndexUnavailable(f"the Qdrant index {self.collection} is not open")
-        return self._client
+
+    def _locked(self, call: Any, *args: Any) -> Any:
+        with self._lock:
+            return call(*args)
 
     async def upsert(self, points: Sequence[VectorPoint], vectors: npt.NDArray[np.float32]) -> None:
         if not points:
+            return
+        self._check_open()
+        await asyncio.to_thread(self._locked, self._upsert, points, vectors)
+
+    def _upsert(self, points: Sequence[VectorPoint], vectors: npt.NDArray[np.float32]) -> None:
+        payloads = [msgspec.structs.asdict(p) for p in points]
+        if self._local is not None:
+            self._local.upsert([p.memory_id for p in points], vectors, payloads)
+            # The matrices follow the durable copy only once it is written.
+            assert self._matrices is not None
+            self._matrices.put_many(points, vectors)
             return
         from qdrant_client import models
 
         batch = models.Batch(
             ids=[point_uuid(p.memory_id) for p in points],
             vectors=vectors.tolist(),
-            payloads=[msgspec.structs.asdict(p) for p in points],
+            payloads=payloads,
         )
-        await asyncio.to_thread(self._write, "upsert", batch, points, vectors)
+        self._client.upsert(self.collection, batch, wait=True)
 
     async def delete(self, memory_ids: Sequence[str]) -> None:
         if not memory_ids:
             return
+        self._check_open()
+        await asyncio.to_thread(self._locked, self._delete, memory_ids)
+
+    def _delete(self, memory_ids: Sequence[str]) -> None:
+        if self._local is not None:
+            self._local.delete(memory_ids)
+            assert self._matrices is not None
+            self._matrices.remove_many(memory_ids)
+            return
         from qdrant_client import models
 
         selector = models.PointIdsList(points=[point_uuid(m) for m in memory_ids])
-        await asyncio.to_thread(self._write, "delete", selector, memory_ids, None)
-
-    def _write(
-        self,
-        method: str,
-        argument: Any,
-        subjects: Sequence[Any],
-        vectors: npt.NDArray[np.float32] | None,
-    ) -> None:
-        with self._lock:
-            getattr(self._c(), method)(self.collection, argument, wait=True)
-            if self._storage is not None:
-                # The batch reaches the disk before the caller moves on (see _local_storage).
-                self._storage.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            # The matrices follow the durable copy only once it is written.
-            if self._matrices is not None:
-                if vectors is not None:
-                    self._matrices.put_many(subjects, vectors)
-                else:
-                    self._matrices.remove_many(subjects)
+        self._client.delete(self.collection, selector, wait=True)
 
     async def search(
         self, vector: npt.NDArray[np.float32], flt: MemoryFilter, limit: int
     ) -> list[tuple[str, float]]:
+        self._check_open()
         if self._matrices is not None:
-            self._c()
             return await _search_matrices(self._matrices, vector, flt, limit)
         if not np.any(vector):
             return []
-        response = await asyncio.to_thread(self._query, vector.tolist(), qdrant_filter(flt), limit)
+        response = await asyncio.to_thread(
+            self._locked, self._query, vector.tolist(), qdrant_filter(flt), limit
+        )
         return [(str(p.payload["memory_id"]), float(p.score)) for p in response.points]
 
     def _query(self, vector: list[float], query_filter: Any, limit: int) -> Any:
-        with self._lock:
-            return self._c().query_points(
-                self.collection,
-                query=vector,
-                query_filter=query_filter,
-                limit=limit,
-                with_payload=["memory_id"],
-            )
+        return self._client.query_points(
+            self.collection,
+            query=vector,
+            query_filter=query_filter,
+            limit=limit,
+            with_payload=["memory_id"],
+        )
 
     async def count(self) -> int:
+        self._check_open()
+
         def count() -> int:
-            with self._lock:
-                return int(self._c().count(self.collection, exact=True).count)
+            if self._local is not None:
+                return self._local.count()
+            return int(self._client.count(self.collection, exact=True).count)
 
-        return await asyncio.to_thread(count)
-
-
-def _local_storage(client: Any, collection: str) -> sqlite3.Connection | None:
-    """The SQLite connection local mode writes ``collection``'s points with, made fast.
-
-    Local mode commits every point on its own in SQLite's default rollback-journal mode
-    with full syncs: two fsyncs per point (~1 ms each on the benchmark machine, so
-    100,000 points take minutes). In WAL mode with ``synchronous=NORMAL`` a commit is a
-    write to the log, and ``_write`` checkpoints after each batch, which syncs the log
-    and the file: the batch is on disk before the indexer records its position, as
-    before. qdrant-client has no setting for this, so the connection is reached through
-    its local-mode objects; when another version lays them out differently, points are
-    written at the slower default and nothing else changes."""
-    local = getattr(client, "_client", None)
-    found = getattr(local, "collections", {}).get(collection)
-    storage = getattr(getattr(found, "storage", None), "storage", None)
-    if not isinstance(storage, sqlite3.Connection):
-        logger.warning(
-            "qdrant_local_storage_not_found",
-            collection=collection,
-            effect="points are written with a sync per point (slow beyond ~10,000)",
-        )
-        return None
-    storage.execute("PRAGMA journal_mode=WAL")
-    storage.execute("PRAGMA synchronous=NORMAL")
-    return storage
-
-
-def _local_points(
-    client: Any, collection: str, dim: int
-) -> tuple[list[Any], npt.NDArray[np.float32]] | None:
-    """The payloads and vectors of a local-mode collection's live points, from the arrays
-    qdrant-client keeps in memory; ``None`` when they are not laid out as expected."""
-    found = getattr(getattr(client, "_client", None), "collections", {}).get(collection)
-    vectors = getattr(found, "vectors", {}).get("")
-    payloads = getattr(found, "payload", None)
-    deleted = getattr(found, "deleted", None)
-    if not (
-        isinstance(vectors, np.ndarray)
-        and vectors.ndim == 2
-        and vectors.shape[1] == dim
-        and isinstance(payloads, list)
-        and isinstance(deleted, np.ndarray)
-        and len(deleted) == len(payloads) <= len(vectors)
-    ):
-        return None
-    live = np.flatnonzero(~deleted.astype(bool))
-    return [payloads[i] for i in live], vectors[live].astype(np.float32)
+        return int(await asyncio.to_thread(self._locked, count))
 
 
 def qdrant_filter(flt: MemoryFilter, now: int | None = None) -> Any:
@@ -508,7 +408,7 @@ class ExactIndex:
             )
         else:
             try:
-                _check(
+                check_collection(
                     self.collection, str(self.path), meta.get("embedding_model"),
                     int(meta.get("dim", "0")), self.model, self.dim,
                 )  # fmt: skip

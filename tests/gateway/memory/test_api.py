@@ -401,6 +401,7 @@ def test_metrics_and_readiness_parts(api: httpx.Client) -> None:
         "agentmem_memory_store_transaction_seconds",
         "agentmem_memory_api_latency_seconds",
         "agentmem_memory_vector_lag_changes",
+        "agentmem_memory_vector_process_restarts",
     ):
         assert name in text, name
     assert 'agentmem_memory_lag_records{partition="0",topic="chat-messages"}' in text

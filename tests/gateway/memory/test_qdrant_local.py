@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,15 @@ from qdrant_client import QdrantClient
 
 from agents.store.filters import MemoryFilter
 from agents.store.sqlite import now_ms
-from gateway.memory.embedders import HashedEmbedder
-from gateway.memory.service import Draft, MemoryService
-from gateway.memory.vectors import (
-    QdrantIndex,
-    VectorPoint,
-    _local_points,
+from gateway.memory.collection import (
+    VectorIndexMismatch,
+    VectorIndexUnavailable,
     collection_name,
-    qdrant_filter,
 )
+from gateway.memory.embedders import HashedEmbedder
+from gateway.memory.qdrant_local import local_points, scroll_points
+from gateway.memory.service import Draft, MemoryService
+from gateway.memory.vectors import QdrantIndex, VectorPoint, qdrant_filter
 from gateway.settings import Settings
 
 MODEL, DIM = "test-model", 32
@@ -197,13 +198,13 @@ async def test_reading_back_through_scroll_loads_the_same_points(tmp_path: Path)
     await index.delete([p.memory_id for p in points[:120:7]])
     await index.close()
 
-    index = QdrantIndex(MODEL, DIM, path=tmp_path / "qdrant")
-    await index.open()
-    client = index._client
-    arrays = _local_points(client, index.collection, DIM)
-    assert arrays is not None
-    scrolled = list(index._scroll(client))
-    await index.close()
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        arrays = local_points(client, collection_name(MODEL), DIM)
+        assert arrays is not None
+        scrolled = list(scroll_points(client, collection_name(MODEL)))
+    finally:
+        client.close()
 
     by_id = {p["memory_id"]: (p, v) for p, v in zip(arrays[0], arrays[1], strict=True)}
     rows = [(p, v) for payloads, vecs in scrolled for p, v in zip(payloads, vecs, strict=True)]
@@ -213,9 +214,23 @@ async def test_reading_back_through_scroll_loads_the_same_points(tmp_path: Path)
         assert np.allclose(by_id[payload["memory_id"]][1], vector, atol=1e-6)
 
 
-def test_writes_use_the_write_ahead_log_and_survive_kill_9(tmp_path: Path) -> None:
-    """An upsert that returned is on disk: the writer is killed with SIGKILL right after
-    it, and a new process finds every point."""
+def open_when_free(path: Path, timeout: float = 10.0) -> QdrantClient:
+    """A client on ``path`` once no process holds local mode's lock on it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return QdrantClient(path=str(path))
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("killed", ["gateway", "gateway and its Qdrant process"])
+def test_writes_use_the_write_ahead_log_and_survive_kill_9(tmp_path: Path, killed: str) -> None:
+    """An upsert that returned is on disk: the process that made it (and its Qdrant
+    process) is killed with SIGKILL right after it, and a new process finds every point.
+    Killed alone, the gateway's Qdrant process ends by itself and frees the directory."""
     path = tmp_path / "qdrant"
     script = textwrap.dedent(
         f"""
@@ -231,7 +246,7 @@ def test_writes_use_the_write_ahead_log_and_survive_kill_9(tmp_path: Path) -> No
             points, vectors = corpus()
             await index.upsert(points[:200], vectors[:200])
             await index.delete(["m001"])
-            print("written", flush=True)
+            print("written", index.process.pid, flush=True)
             time.sleep(60)
 
         asyncio.run(main())
@@ -245,7 +260,11 @@ def test_writes_use_the_write_ahead_log_and_survive_kill_9(tmp_path: Path) -> No
     )
     try:
         assert child.stdout is not None
-        assert child.stdout.readline().strip() == "written"
+        # The script's log lines come first.
+        line = next(line for line in child.stdout if line.startswith("written"))
+        pid = line.split()[1]
+        if killed != "gateway":
+            os.kill(int(pid), signal.SIGKILL)
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
@@ -254,11 +273,80 @@ def test_writes_use_the_write_ahead_log_and_survive_kill_9(tmp_path: Path) -> No
     db = sqlite3.connect(storage)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
-    client = QdrantClient(path=str(path))
+    client = open_when_free(path)
     try:
         assert client.count(collection_name(MODEL), exact=True).count == 199
     finally:
         client.close()
+
+
+async def test_a_killed_qdrant_process_fails_one_write_and_is_replaced(tmp_path: Path) -> None:
+    """The write in flight when local mode's process dies fails as unavailable (the
+    indexer retries it); the next write starts a new process, the searches never stop,
+    and nothing written is lost."""
+    index = QdrantIndex(MODEL, DIM, path=tmp_path / "qdrant")
+    await index.open()
+    points, vectors = corpus()
+    await index.upsert(points[:100], vectors[:100])
+    first = index.process
+    assert first is not None and first.pid is not None
+    old_pid = first.pid
+    os.kill(old_pid, signal.SIGKILL)
+    with pytest.raises(VectorIndexUnavailable, match="exited"):
+        await index.upsert(points[100:200], vectors[100:200])
+    # Searches are answered from the gateway's copy meanwhile.
+    assert (await index.search(vectors[5], MemoryFilter.organization_wide("o2"), 1))[0][0] == "m005"
+    await index.upsert(points[100:200], vectors[100:200])
+    await index.delete(["m001"])
+    assert first.pid != old_pid and first.restarts == 1
+    assert await index.count() == 199
+    await index.close()
+
+    again = QdrantIndex(MODEL, DIM, path=tmp_path / "qdrant")
+    await again.open()
+    assert await again.count() == 199
+    hits = await again.search(vectors[150], MemoryFilter.for_user("o0", points[150].user_id), 1)
+    assert hits[0][0] == "m150"
+    await again.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_the_qdrant_process_leaves_signals_to_the_gateway(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A Ctrl-C or a service manager's stop reaches the process group: the Qdrant process
+    ignores it, so the draining gateway can still write; closing the index ends it."""
+    index = QdrantIndex(MODEL, DIM, path=tmp_path / "qdrant")
+    await index.open()
+    process = index.process
+    assert process is not None and process.pid is not None
+    pid = process.pid
+    os.kill(pid, sig)
+    points, vectors = corpus()
+    await index.upsert(points[:10], vectors[:10])
+    assert process.pid == pid and process.restarts == 0
+    await index.close()
+    open_when_free(tmp_path / "qdrant").close()
+
+
+async def test_a_directory_in_use_is_refused_with_the_reason(tmp_path: Path) -> None:
+    index = QdrantIndex(MODEL, DIM, path=tmp_path / "qdrant")
+    await index.open()
+    other = QdrantIndex(MODEL, DIM, path=tmp_path / "qdrant")
+    with pytest.raises(VectorIndexUnavailable, match="Another process uses it"):
+        await other.open()
+    await index.close()
+
+
+async def test_a_collection_of_another_model_is_refused(tmp_path: Path) -> None:
+    index = QdrantIndex(MODEL, DIM, path=tmp_path / "qdrant")
+    await index.open()
+    await index.close()
+    other = QdrantIndex(MODEL, DIM * 2, path=tmp_path / "qdrant")
+    with pytest.raises(VectorIndexMismatch, match=f"dimension {DIM}"):
+        await other.open()
+    # The refused process let the directory go.
+    open_when_free(tmp_path / "qdrant").close()
 
 
 @pytest.mark.parametrize("vectors", ["qdrant", "exact"])
