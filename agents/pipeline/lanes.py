@@ -11,7 +11,9 @@ Policy (also in ``docs/memory-pipeline.md``):
   drained: the lane applies items in the order they were dispatched, so a user's facts
   are superseded in the order they were stated.
 - The lane drains its queue first, then loads deferred items (oldest first) whenever its
-  queue is empty. A deferred item is deleted in the transaction that applies it.
+  queue is empty. A deferred item is deleted in the transaction that applies it. Once the
+  pipeline is stopping, a lane finishes its queue and loads no more deferred items: they
+  are durable, and the next start applies them first.
 - **Backpressure**: the dispatcher takes no new batch while any lane's backlog is at
   ``deferred_high_water`` (so a backlog exceeds it by at most one batch), which slows the
   consumer down to what the slowest agent manages. Nothing is ever dropped.
@@ -79,6 +81,9 @@ class AgentLane:
         self._last_loaded_id = 0
         self._wake = asyncio.Event()
         self.busy = False
+        self.stopping = False
+        """Set by the worker's ``stop``: the lane finishes its queue but loads no more
+        deferred items, which stay durable for the next start."""
         self.stats = LaneStats()
 
     # -- the dispatcher's side ------------------------------------------------------------------
@@ -131,7 +136,7 @@ class AgentLane:
         if self.queue:
             count = min(limit, len(self.queue))
             return [(self.queue.popleft(), None) for _ in range(count)]
-        if self.backlog > 0:
+        if self.backlog > 0 and not self.stopping:
             rows = await self.store.fetch_deferred(self.name, self._last_loaded_id, limit)
             if rows:
                 self._last_loaded_id = rows[-1][0]

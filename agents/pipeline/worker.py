@@ -189,13 +189,16 @@ class PipelineWorker:
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop consuming, let the agents finish their queues and publish what is pending.
 
-        Whatever is left after ``timeout`` (deferred items, unpublished updates) is durable
-        and picked up by the next start."""
+        Deferred items are left deferred (a backlog could outlast any timeout); they and
+        whatever is left after ``timeout`` (unpublished updates) are durable and picked up
+        by the next start."""
         if not self._started or self._stopping:
             return
         self._stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        for lane in self.lanes.values():
+            lane.stopping = True
         for tail in self._tails.values():
             await tail.aclose()
         if self._consumers:
