@@ -7,6 +7,13 @@ the log later, so a slow client never makes fan-out wait and never loses a recor
 writer hands every queued frame to one ``write`` call, so frames that are ready together
 go out together, and a lone frame goes out at once. Frames being written still count
 against the bounds until the write returns.
+
+A delivery offered to an empty queue, with no write in progress, may skip the queue and the
+writer task: ``direct`` sends it at once when the connection can take it (at most
+``DIRECT_BYTES_PER_PASS`` bytes per pass of the event loop, see ``Session._direct``).
+Fan-out hands each session a few frames per batch of records, and waking a writer task per
+session cost more than the frames themselves; the bound keeps what a peer that does not
+read can be handed outside the queue small and fixed.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from collections.abc import Awaitable, Callable
 Write = Callable[[list[bytes]], Awaitable[None]]
 """Sends frames in order; waits while the peer is not reading; raises once it is gone."""
 
+Direct = Callable[[bytes], bool]
+"""Sends one frame now if the connection can take it without waiting; False otherwise."""
+
 
 class Outbox:
     def __init__(
@@ -27,8 +37,10 @@ class Outbox:
         *,
         max_frames: int,
         max_bytes: int,
+        direct: Direct | None = None,
     ) -> None:
         self._write = write
+        self._direct = direct
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._frames: collections.deque[bytes] = collections.deque()
@@ -74,6 +86,11 @@ class Outbox:
                 self._full_since = time.monotonic()
             self._room.clear()
             return False
+        # Order holds: nothing is queued or being written ahead of this frame.
+        direct = self._direct
+        if direct is not None and not self._frames and not self._in_write and direct(frame):
+            self.sent_frames += 1
+            return True
         self._frames.append(frame)
         self._bytes += len(frame)
         self._ready.set()

@@ -52,6 +52,11 @@ if TYPE_CHECKING:
 logger = structlog.get_logger(__name__)
 
 
+DIRECT_BYTES_PER_PASS = 65_536
+"""What a delivery may add to a connection's writes of one pass of the event loop without
+going through the send queue (see ``Outbox``)."""
+
+
 class Session:
     def __init__(self, websocket: WebSocket, hub: Hub, encoding: f.Encoding) -> None:
         settings = hub.settings
@@ -77,6 +82,7 @@ class Session:
             self._write,
             max_frames=settings.ws_send_queue_frames,
             max_bytes=settings.ws_send_queue_bytes,
+            direct=self._direct if self._transport is not None else None,
         )
         self._publish_bucket = TokenBucket(settings.ws_publish_rate, settings.ws_publish_rate)
         self._error_bucket = TokenBucket(
@@ -171,6 +177,24 @@ class Session:
                 await self._asgi_send({"type": "websocket.send", "bytes": frame})
             else:
                 await self._asgi_send({"type": "websocket.send", "text": frame.decode()})
+
+    def _direct(self, frame: bytes) -> bool:
+        # Only into a socket that is not pushing back, and only while less than
+        # DIRECT_BYTES_PER_PASS were written to it in this pass of the loop: a peer that does
+        # not read is handed at most that (and one frame) this way; everything else waits
+        # in the bounded queue.
+        transport = self._transport
+        if (
+            transport is None
+            or not transport.writable.is_set()
+            or transport.pending_bytes >= DIRECT_BYTES_PER_PASS
+        ):
+            return False
+        try:
+            transport.send_frames((frame,), self.binary)
+        except OSError:
+            return False  # closing: the queue's writer finds out and ends the session
+        return True
 
     def reply(self, frame: msgspec.Struct) -> None:
         self.outbox.put(self.codec.encode(frame))

@@ -57,11 +57,14 @@ class _CoalescingTransport:
         self._loop = loop
         self._pending: list[bytes] = []
         self._scheduled = False
+        self.pending_bytes = 0
+        """Bytes written during this pass of the loop, not yet handed to the socket."""
 
     def write(self, data: bytes) -> None:
         if not data:
             return
         self._pending.append(data)
+        self.pending_bytes += len(data)
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
@@ -70,12 +73,14 @@ class _CoalescingTransport:
         if not chunks:
             return
         self._pending.extend(chunks)
+        self.pending_bytes += sum(map(len, chunks))
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._scheduled = False
+        self.pending_bytes = 0
         pending = self._pending
         if not pending:
             return
@@ -90,6 +95,7 @@ class _CoalescingTransport:
 
     def abort(self) -> None:
         self._pending.clear()
+        self.pending_bytes = 0
         self.inner.abort()
 
     def __getattr__(self, name: str) -> Any:
@@ -155,6 +161,11 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         return message
 
     # -- sending --------------------------------------------------------------------------------
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes written during this pass of the event loop, not yet handed to the socket."""
+        return cast(_CoalescingTransport, self.transport).pending_bytes
 
     def send_frames(self, frames: Sequence[bytes], binary: bool) -> None:
         """Write ``frames`` as whole text (or binary) messages, in order.

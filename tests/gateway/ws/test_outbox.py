@@ -1,0 +1,82 @@
+"""The send queue's order and bounds when deliveries may skip it (``Outbox`` with ``direct``).
+
+The queue is sans-I/O apart from its writer task: these tests give it a ``write`` that
+records what a connection would send (and can be held, like a peer that stops reading) and
+a ``direct`` that takes or refuses a frame, as ``Session._direct`` does."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.ws.outbox import Outbox
+
+
+class Connection:
+    """What reached the peer, in order, and a switch for the socket pushing back."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.accepts_direct = True
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def write(self, frames: list[bytes]) -> None:
+        await self.release.wait()
+        self.sent.extend(frames)
+
+    def direct(self, frame: bytes) -> bool:
+        if not self.accepts_direct:
+            return False
+        self.sent.append(frame)
+        return True
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_delivery_to_an_idle_queue_is_sent_at_once() -> None:
+    peer = Connection()
+    outbox = Outbox(peer.write, max_frames=4, max_bytes=1_000, direct=peer.direct)
+    assert outbox.offer(b"a")
+    # No writer task has run: the frame went straight out.
+    assert peer.sent == [b"a"] and outbox.depth == 0 and outbox.sent_frames == 1
+
+
+async def test_frames_queued_or_in_write_keep_their_place() -> None:
+    peer = Connection()
+    outbox = Outbox(peer.write, max_frames=8, max_bytes=1_000, direct=peer.direct)
+    writer = asyncio.create_task(outbox.run())
+    try:
+        peer.release.clear()  # the peer stops reading
+        outbox.put(b"reply-1")  # replies always queue
+        assert outbox.offer(b"event-1")  # behind the reply: queued, not sent ahead of it
+        await settle()  # the writer now holds both in a write that does not return
+        assert outbox.offer(b"event-2")  # a write is in progress: queued behind it
+        assert peer.sent == []
+        peer.release.set()
+        await settle()
+        assert peer.sent == [b"reply-1", b"event-1", b"event-2"]
+        assert outbox.offer(b"event-3")  # idle again: straight out
+        assert peer.sent[-1] == b"event-3" and outbox.depth == 0
+    finally:
+        outbox.close()
+        await writer
+
+
+async def test_a_refused_direct_send_falls_back_to_the_bounded_queue() -> None:
+    peer = Connection()
+    peer.accepts_direct = False  # the socket pushes back
+    peer.release.clear()
+    outbox = Outbox(peer.write, max_frames=3, max_bytes=1_000, direct=peer.direct)
+    writer = asyncio.create_task(outbox.run())
+    try:
+        assert [outbox.offer(b"%d" % i) for i in range(5)] == [True, True, True, False, False]
+        assert not outbox.has_room() and peer.sent == []
+        peer.release.set()
+        await settle()
+        assert peer.sent == [b"0", b"1", b"2"]
+    finally:
+        outbox.close()
+        await writer
