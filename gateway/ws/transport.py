@@ -57,14 +57,11 @@ class _CoalescingTransport:
         self._loop = loop
         self._pending: list[bytes] = []
         self._scheduled = False
-        self.pending_bytes = 0
-        """Bytes written during this pass of the loop, not yet handed to the socket."""
 
     def write(self, data: bytes) -> None:
         if not data:
             return
         self._pending.append(data)
-        self.pending_bytes += len(data)
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
@@ -73,14 +70,18 @@ class _CoalescingTransport:
         if not chunks:
             return
         self._pending.extend(chunks)
-        self.pending_bytes += sum(map(len, chunks))
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes written during this pass of the loop, not yet handed to the socket
+        (counted when asked: only a delivery that may skip its send queue asks)."""
+        return sum(map(len, self._pending))
+
     def flush(self) -> None:
         self._scheduled = False
-        self.pending_bytes = 0
         pending = self._pending
         if not pending:
             return
@@ -95,7 +96,6 @@ class _CoalescingTransport:
 
     def abort(self) -> None:
         self._pending.clear()
-        self.pending_bytes = 0
         self.inner.abort()
 
     def __getattr__(self, name: str) -> Any:
