@@ -63,6 +63,14 @@ class PipelineConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Per memory type overrides of ``agent_queue_size``."""
     agent_batch: int = 200
     """Most items an agent applies in one transaction."""
+    apply_process: bool = True
+    """Apply the agents' batches in a child process with its own connection (see
+    ``agents/pipeline/apply_process.py``) rather than in the store's writer thread."""
+    defer_wait_s: float = 0.25
+    """How long the consumer waits for room in a full agent queue before it defers that
+    agent's new items (0: defer at once). A queue that is full only because every agent
+    shares one busy writer empties within a transaction or two; one that stays full
+    longer belongs to an agent that is slower than the rest."""
     deferred_high_water: int = 10_000
     """The consumer stops taking batches while an agent has this many deferred items."""
     outbox_high_water: int = 50_000
@@ -146,6 +154,10 @@ class PipelineConfig(msgspec.Struct, frozen=True, kw_only=True):
         }.items():
             if not number > 0:
                 raise PipelineConfigError(f"memory pipeline: {name} = {number}; use a number > 0.")
+        if not 0 <= self.defer_wait_s <= 60:
+            raise PipelineConfigError(
+                f"memory pipeline: defer_wait_s = {self.defer_wait_s}; use seconds from 0 to 60."
+            )
         if not 0 < self.semantic_threshold <= 1:
             raise PipelineConfigError(
                 f"memory pipeline: semantic_threshold = {self.semantic_threshold}; "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from collections import Counter
 
 import msgspec
 
@@ -59,35 +58,54 @@ class HashedNgramEmbedder:
         if not words:
             return {}
         padded = " " + " ".join(words) + " "
-        grams = Counter(
-            padded[i : i + size] for size in self.ngram_sizes for i in range(len(padded) - size + 1)
-        )
         # Buckets in the order their n-grams first appear; n-grams sharing a bucket add up.
         weights: dict[int, float] = {}
-        for gram, count in grams.items():
-            bucket = _bucket("c", gram)
-            weights[bucket] = weights.get(bucket, 0.0) + count
+        weight = weights.get
+        known = _GRAMS.get
+        for size in self.ngram_sizes:
+            for i in range(len(padded) - size + 1):
+                gram = padded[i : i + size]
+                bucket = known(gram)
+                if bucket is None:
+                    bucket = _new_bucket(_GRAMS, "c", gram)
+                weights[bucket] = weight(bucket, 0.0) + 1.0
+        known = _WORD_BUCKETS.get
         for word in words:
-            bucket = _bucket("w", word)
-            weights[bucket] = weights.get(bucket, 0.0) + self.word_weight
+            bucket = known(word)
+            if bucket is None:
+                bucket = _new_bucket(_WORD_BUCKETS, "w", word)
+            weights[bucket] = weight(bucket, 0.0) + self.word_weight
         norm = math.sqrt(sum(w * w for w in weights.values()))
         return {k: w / norm for k, w in weights.items()}
 
 
-_BUCKETS: dict[str, int] = {}
-"""Bucket of ``kind + gram``: texts share most of their n-grams, so a bucket is mostly a
-dict lookup rather than a CRC. Cleared when it reaches ``_BUCKET_CACHE`` entries."""
+_GRAMS: dict[str, int] = {}
+_WORD_BUCKETS: dict[str, int] = {}
+_OTHER_BUCKETS: dict[str, int] = {}
+"""Bucket of each n-gram and word seen: texts share most of them, so a bucket is mostly
+a dict lookup rather than a CRC. Each is cleared when it reaches ``_BUCKET_CACHE``."""
 _BUCKET_CACHE = 1 << 18
 
 
 def _bucket(kind: str, gram: str) -> int:
-    key = kind + gram
-    found = _BUCKETS.get(key)
-    if found is None:
-        if len(_BUCKETS) >= _BUCKET_CACHE:
-            _BUCKETS.clear()
-        found = _BUCKETS[key] = zlib.crc32(key.encode()) % BUCKETS
+    """The bucket of a feature of any kind (``"c"``: n-gram, ``"w"``: word, ...)."""
+    cache = _GRAMS if kind == "c" else _WORD_BUCKETS if kind == "w" else _OTHER_BUCKETS
+    found = cache.get(gram if kind in ("c", "w") else kind + gram)
+    if found is not None:
+        return found
+    if kind in ("c", "w"):
+        return _new_bucket(cache, kind, gram)
+    if len(cache) >= _BUCKET_CACHE:
+        cache.clear()
+    found = cache[kind + gram] = zlib.crc32((kind + gram).encode()) % BUCKETS
     return found
+
+
+def _new_bucket(cache: dict[str, int], kind: str, gram: str) -> int:
+    if len(cache) >= _BUCKET_CACHE:
+        cache.clear()
+    bucket = cache[gram] = zlib.crc32((kind + gram).encode()) % BUCKETS
+    return bucket
 
 
 def cosine(a: SparseVector, b: SparseVector) -> float:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -19,6 +20,7 @@ import structlog
 
 from agents.config import PipelineConfig
 from agents.errors import PipelineError, PipelineLocked
+from agents.pipeline.apply_process import ApplyProcess
 from agents.pipeline.worker import PipelineWorker
 from agents.store.sqlite import MemoryStore
 from gateway.streamlog.interface import StreamLog
@@ -34,6 +36,37 @@ def memory_database_path(data_dir: Path) -> Path:
     return data_dir / "memory.sqlite3"
 
 
+ORPHAN_WAIT_S = 15.0
+"""How long a starting pipeline waits for the apply process of a pipeline whose process
+died (it finishes its batch and exits once it sees its parent gone)."""
+
+
+def _lock(handle: IO[str]) -> None:
+    """``flock`` the file; when the recorded holder is dead, its apply process may still
+    hold the lock for a moment: wait for it (up to ``ORPHAN_WAIT_S``)."""
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            if not holder.isdigit() or _alive(int(holder)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class DirectoryLock:
     """An exclusive ``flock`` on ``<data_dir>/memory.lock``."""
 
@@ -45,7 +78,7 @@ class DirectoryLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")  # noqa: SIM115 (held until release)
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(handle)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -60,6 +93,11 @@ class DirectoryLock:
         handle.write(str(os.getpid()))
         handle.flush()
         self._file = handle
+
+    def fileno(self) -> int | None:
+        """The locked descriptor: a child that inherits it keeps the directory locked
+        until it exits, even when this process dies first."""
+        return None if self._file is None else self._file.fileno()
 
     def release(self) -> None:
         if self._file is not None:
@@ -90,6 +128,8 @@ class MemoryPipeline:
         self.config = config or PipelineConfig(smartmodule_cache_dir=data_dir / "smartmodule-cache")
         self.store = MemoryStore(memory_database_path(data_dir), durability=self.config.durability)
         self.worker = PipelineWorker(log, self.store, self.config, registry=registry)
+        self.process: ApplyProcess | None = None
+        """The agents' transactions' child process (``apply_process``)."""
         self._lock = DirectoryLock(data_dir)
         self._watch: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
@@ -114,8 +154,19 @@ class MemoryPipeline:
         self._lock.acquire()
         try:
             await self.store.open()
+            if self.config.apply_process:
+                self.process = ApplyProcess(
+                    self.store.path,
+                    self.config.durability,
+                    self.config,
+                    inherit_fd=self._lock.fileno(),
+                )
+                await self.process.start()
+                self.worker.apply_in(self.process)
             await self.worker.start()
         except BaseException:
+            with contextlib.suppress(Exception):
+                await self._close_process()
             with contextlib.suppress(Exception):
                 await self.store.close()
             self._lock.release()
@@ -145,8 +196,14 @@ class MemoryPipeline:
         with contextlib.suppress(asyncio.CancelledError):
             await self._watch
         self._watch = None
+        await self._close_process()
         await self.store.close()
         self._lock.release()
+
+    async def _close_process(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            await process.close()
 
 
 async def run_pipeline(

@@ -101,10 +101,18 @@ class MemoryAgent(abc.ABC):
     def apply_sync(self, tx: Writes, items: Sequence[MemoryWork], now: int) -> list[Applied]:
         """Apply ``items`` in order (in the writer thread); returns each item's changes."""
 
-    def prepare(self, items: Sequence[MemoryWork]) -> None:  # noqa: B027 (optional hook)
+    def prepare(self, items: Sequence[MemoryWork]) -> Any:
         """Work on ``items`` that needs no database, done in the event loop before their
-        call into the writer thread, where it overlaps with another batch's SQLite work
-        instead of lengthening the serial one. Nothing by default."""
+        call into the writer, where it overlaps with another batch's SQLite work instead
+        of lengthening the serial one. Returns it in a picklable form (``None`` when
+        there is none) for ``adopt`` in the apply process. Nothing by default."""
+        return None
+
+    def adopt(self, prepared: Any) -> None:  # noqa: B027 (optional hook)
+        """Use what ``prepare`` returned in another process, for the coming batch."""
+
+    def forget(self) -> None:  # noqa: B027 (optional hook)
+        """The transaction was rolled back: drop anything remembered from it."""
 
     async def apply(self, tx: Transaction, items: Sequence[MemoryWork], now: int) -> list[Applied]:
         """``apply_sync`` as one call inside ``tx``."""

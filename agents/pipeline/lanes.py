@@ -3,10 +3,12 @@
 Policy (also in ``docs/memory-pipeline.md``):
 
 - A lane's queue holds at most ``agent_queue_size`` items (per type:
-  ``agent_queue_sizes``). The dispatcher never waits on a full queue: an item that finds
-  its lane full is **deferred**: written to the ``deferred`` table in the same transaction
-  that advances the consumer, so it is durable before its offset is committed. Other lanes
-  go on at full speed.
+  ``agent_queue_sizes``). The dispatcher waits up to ``defer_wait_s`` (0.25 s) for room
+  in a full queue, since a queue full only because every agent shares one busy writer
+  empties within a transaction or two; an item that still finds its lane full is
+  **deferred**: written to the ``deferred`` table in the same transaction that advances
+  the consumer, so it is durable before its offset is committed. Other lanes then go on
+  at full speed.
 - Once a lane has a deferred backlog, its new items are deferred too, until the backlog is
   drained: the lane applies items in the order they were dispatched, so a user's facts
   are superseded in the order they were stated.
@@ -27,14 +29,18 @@ import asyncio
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
 from agents.config import PipelineConfig
 from agents.memory.base import MemoryAgent, record_changes_sync
 from agents.pipeline.progress import Progress
-from agents.store.sqlite import MemoryStore, Writes, now_ms
-from agents.work import MemoryWork, work_decoder, work_encoder
+from agents.store.sqlite import Call, MemoryStore, Writes, now_ms
+from agents.work import MemoryWork, Source, work_decoder, work_encoder
+
+if TYPE_CHECKING:
+    from agents.pipeline.apply_process import ApplyOutcome, ApplyProcess
 
 logger = structlog.get_logger(__name__)
 
@@ -85,6 +91,9 @@ class AgentLane:
         """Set by the worker's ``stop``: the lane finishes its queue but loads no more
         deferred items, which stay durable for the next start."""
         self.stats = LaneStats()
+        self.process: ApplyProcess | None = None
+        """Where batches are applied when not in the store's writer thread (set by the
+        worker when ``apply_process`` is on)."""
 
     # -- the dispatcher's side ------------------------------------------------------------------
 
@@ -165,6 +174,9 @@ class AgentLane:
 
     async def _apply_batch(self, items: list[Item]) -> None:
         now = now_ms()
+        if self.process is not None:
+            await self._apply_elsewhere(self.process, items, now)
+            return
         self.agent.prepare([work for work, _ in items])
         async with self.store.transaction() as tx:
             # One call applies the batch; the offsets go with the COMMIT (a second call).
@@ -175,27 +187,33 @@ class AgentLane:
         self.stats.applied += fresh
         self.on_commit()
 
-    def _apply_in_thread(self, tx: Writes, items: list[Item], now: int) -> int:
-        """In the writer thread: skip what was applied already, apply the rest, record
-        the history (the memory updates), the applied markers and the deferred rows
-        consumed. Returns how many items were applied."""
+    async def _apply_elsewhere(self, process: ApplyProcess, items: list[Item], now: int) -> None:
+        # Offsets are committed with the batch, as in the writer thread: those the
+        # partitions will have once these items are complete (a lower bound of the real
+        # ones, which other lanes may raise meanwhile).
+        sources = [work.source for work, row_id in items if row_id is None]
         maybe = [work.source for work, _ in items if self.progress.may_be_applied(work.source)]
-        done = tx.applied(maybe) if maybe else set()
-        fresh = (
-            [work for work, _ in items if work.source not in done]
-            if done
-            else [work for work, _ in items]
-        )
-        try:
-            results = self.agent.apply_sync(tx, fresh, now)
-        except (sqlite3.OperationalError, sqlite3.InternalError, OSError):
-            raise  # the database or the disk is in trouble: stop the pipeline
-        except Exception as exc:
-            raise AgentFailed(f"{self.name} agent failed: {exc}") from exc
-        record_changes_sync(tx, [change for _, changes in results for change in changes], now)
-        tx.mark_applied([(work.source, c[0].memory.id if c else None) for work, c in results], now)
-        tx.undefer([row_id for _, row_id in items if row_id is not None])
-        return len(fresh)
+        marks = self.progress.preview(sources)
+        offsets = [(Writes.save_offsets, (self.config.consumer, marks))] if marks else []
+        prepared = self.agent.prepare([work for work, _ in items])
+
+        def submit(
+            before: list[Call], after: list[Call]
+        ) -> asyncio.Future[tuple[ApplyOutcome, int]]:
+            return process.submit(self.name, items, maybe, now, before, offsets, after, prepared)
+
+        outcome = await self.store.run_elsewhere(submit)
+        if outcome.failure is not None:
+            raise AgentFailed(outcome.failure)
+        self.progress.complete(sources)
+        self.progress.saved(marks)
+        self.loaded_deferred -= len(items) - len(sources)
+        self.stats.applied += outcome.applied
+        self.on_commit()
+
+    def _apply_in_thread(self, tx: Writes, items: list[Item], now: int) -> int:
+        maybe = [work.source for work, _ in items if self.progress.may_be_applied(work.source)]
+        return apply_items(tx, self.agent, items, maybe, now)
 
     async def _reject(self, item: Item, failed: AgentFailed) -> None:
         work, row_id = item
@@ -217,3 +235,27 @@ class AgentLane:
             self.loaded_deferred -= 1
         self.stats.rejected += 1
         self.on_commit()
+
+
+def apply_items(
+    tx: Writes, agent: MemoryAgent, items: Sequence[Item], maybe: Sequence[Source], now: int
+) -> int:
+    """In the writer (thread or process): skip what was applied already (only ``maybe``
+    can have been), apply the rest, record the history (the memory updates), the applied
+    markers and the deferred rows consumed. Returns how many items were applied."""
+    done = tx.applied(maybe) if maybe else set()
+    fresh = (
+        [work for work, _ in items if work.source not in done]
+        if done
+        else [work for work, _ in items]
+    )
+    try:
+        results = agent.apply_sync(tx, fresh, now)
+    except (sqlite3.OperationalError, sqlite3.InternalError, OSError):
+        raise  # the database or the disk is in trouble: stop the pipeline
+    except Exception as exc:
+        raise AgentFailed(f"{agent.memory_type} agent failed: {exc}") from exc
+    record_changes_sync(tx, [change for _, changes in results for change in changes], now)
+    tx.mark_applied([(work.source, c[0].memory.id if c else None) for work, c in results], now)
+    tx.undefer([row_id for _, row_id in items if row_id is not None])
+    return len(fresh)

@@ -92,6 +92,38 @@ class Progress:
             else:
                 part.pending[source.offset] = left - 1
 
+    def preview(self, sources: Iterable[Source]) -> dict[tuple[str, int], int]:
+        """The watermarks of the partitions of ``sources`` as they will be once these are
+        complete, changing nothing: what a transaction applying them in another process
+        saves with them. Other items completing meanwhile only raise the real ones."""
+        completing: dict[tuple[str, int], dict[int, int]] = {}
+        for source in sources:
+            key = (source.topic, source.partition)
+            counts = completing.setdefault(key, {})
+            counts[source.offset] = counts.get(source.offset, 0) + 1
+        marks = {}
+        for key, counts in completing.items():
+            part = self._parts.get(key)
+            if part is None:
+                continue
+            pending = part.pending
+            mark = part.next_offset
+            for offset in part.order:
+                left = pending.get(offset)
+                if left is not None and left > counts.get(offset, 0):
+                    mark = offset
+                    break
+            if mark != part.saved:
+                marks[key] = mark
+        return marks
+
+    def saved(self, marks: dict[tuple[str, int], int]) -> None:
+        """``marks`` (from ``preview``) were committed."""
+        for key, mark in marks.items():
+            part = self._parts.get(key)
+            if part is not None and mark > part.saved:
+                part.saved = mark
+
     def changed(self) -> dict[tuple[str, int], int]:
         """Watermarks that moved since the last call, to write in the current transaction."""
         moved = {}

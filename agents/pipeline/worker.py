@@ -35,11 +35,8 @@ from agents.errors import PipelineConfigError, PipelineError
 from agents.events import UndecodableRecord, decode
 from agents.manager import MetaMemoryManager, Unclassifiable
 from agents.memory.base import MemoryAgent, record_changes_sync
-from agents.memory.core import CoreAgent
-from agents.memory.episodic import EpisodicAgent
-from agents.memory.procedural import ProceduralAgent
-from agents.memory.semantic import SemanticAgent
-from agents.memory.working import WorkingAgent
+from agents.memory.roster import build_agents
+from agents.pipeline.apply_process import ApplyProcess
 from agents.pipeline.chains import Rejection, TopicChain, build_chains
 from agents.pipeline.lanes import AgentLane
 from agents.pipeline.processor import Anomaly, StreamProcessor
@@ -74,6 +71,8 @@ class PipelineStats:
         self.rejected = 0
         self.anomalies = 0
         self.backpressure_waits = 0
+        self.queue_waits = 0
+        """Batches that waited for room in a full agent queue (``defer_wait_s``)."""
         self.expired = 0
 
 
@@ -100,18 +99,13 @@ class PipelineWorker:
         self.processor = StreamProcessor(self.config)
         self.progress = Progress()
         self.stats = PipelineStats()
-        self.semantic = SemanticAgent(self.config, store)
-        self.core = CoreAgent(self.config, store, self.semantic)
-        self.episodic = EpisodicAgent(self.config, store)
-        self.procedural = ProceduralAgent(self.config, store)
-        self.working = WorkingAgent(self.config, store)
-        self.agents: dict[MemoryType, MemoryAgent] = {
-            "core": self.core,
-            "episodic": self.episodic,
-            "semantic": self.semantic,
-            "procedural": self.procedural,
-            "working": self.working,
-        }
+        roster = build_agents(self.config, store)
+        self.semantic = roster.semantic
+        self.core = roster.core
+        self.episodic = roster.episodic
+        self.procedural = roster.procedural
+        self.working = roster.working
+        self.agents: dict[MemoryType, MemoryAgent] = roster.by_type()
         self.publisher = OutboxPublisher(
             log,
             store,
@@ -185,6 +179,12 @@ class PipelineWorker:
             chains={t: c.name for t, c in self.chains.items()},
             deferred={n: lane.backlog for n, lane in self.lanes.items() if lane.backlog},
         )
+
+    def apply_in(self, process: ApplyProcess) -> None:
+        """Apply the agents' batches in ``process`` (started by the caller) instead of the
+        store's writer thread."""
+        for lane in self.lanes.values():
+            lane.process = process
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop consuming, let the agents finish their queues and publish what is pending.
@@ -297,6 +297,33 @@ class PipelineWorker:
             self._room.clear()
             await wait_event(self._room, 0.5)
 
+    async def _wait_for_lanes(self, works: Sequence[MemoryWork]) -> None:
+        """Wait up to ``defer_wait_s`` until each agent these items go to has room for
+        them (or for a full queue's worth), so that an agent is deferred only when it
+        stays behind the others, not when all of them wait on one busy writer."""
+        wait_s = self.config.defer_wait_s
+        if wait_s <= 0 or not works:
+            return
+        needs = Counter(work.memory_type for work in works)
+        lanes = [(self.lanes[name], count) for name, count in needs.items()]
+
+        def short() -> bool:
+            return any(
+                not lane.deferring and lane.room() < min(count, lane.capacity)
+                for lane, count in lanes
+            )
+
+        if not short():
+            return
+        self.stats.queue_waits += 1
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while short() and not self._stopping:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            self._room.clear()
+            await wait_event(self._room, left)
+
     def _committed(self) -> None:
         """An agent committed: there may be room, and updates to publish."""
         self._room.set()
@@ -314,6 +341,7 @@ class PipelineWorker:
         if chain is not None:
             outputs, rejected = await asyncio.to_thread(chain.run, records)
         works = self._classify(outputs, rejected)
+        await self._wait_for_lanes(works)
         queued: dict[str, list[MemoryWork]] = defaultdict(list)
         deferred: list[MemoryWork] = []
         deferring = {name: lane.deferring for name, lane in self.lanes.items()}

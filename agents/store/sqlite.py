@@ -42,6 +42,11 @@ from gateway.streamlog.embedded.checkpointer import Checkpointer
 
 T = TypeVar("T")
 
+Call = tuple[Callable[..., Any], tuple[Any, ...]]
+"""``fn(writes, *args)``: a write queued for a transaction (``MemoryStore.later``).
+Calls that go to the apply process are pickled: ``fn`` is a ``Writes`` method or a
+module-level function."""
+
 CHECKPOINT_INTERVAL_S = 0.25
 """How often a thread of its own (the log's ``Checkpointer``) copies WAL pages back into
 the database with a ``PASSIVE`` checkpoint, which never blocks the writer."""
@@ -339,6 +344,22 @@ class Writes:
         )
         return memory_from_row(row) if row else None
 
+    def recent_memories(
+        self, *, organization_id: str, user_id: str, memory_type: str, limit: int
+    ) -> list[Memory]:
+        """This user's ``limit`` most recently updated memories of a type, newest first."""
+        rows = self.fetchall(
+            _SELECT + " WHERE organization_id = ? AND user_id = ? AND memory_type = ? "
+            "ORDER BY updated_at DESC LIMIT ?",
+            (organization_id, user_id, memory_type, limit),
+        )
+        return [memory_from_row(row) for row in rows]
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (``PRAGMA data_version``): what a
+        cache of this connection's reads checks before it is trusted."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
     def recent_embeddings(
         self, *, organization_id: str, user_id: str, memory_type: str, limit: int
     ) -> list[tuple[str, bytes | None]]:
@@ -626,6 +647,10 @@ class MemoryStore:
         self._writer: SQLiteThread | None = None
         self._reader: SQLiteThread | None = None
         self._tx_lock = asyncio.Lock()
+        self._elsewhere = 0
+        """Transactions sent to another connection (``run_elsewhere``) not yet settled."""
+        self._settled = asyncio.Event()
+        self._settled.set()
         self.outbox_count = 0
         """Records waiting to be produced: memory updates (history rows after the published
         position) and outbox rows. Kept up to date by this process's transactions and the
@@ -701,6 +726,7 @@ class MemoryStore:
         It also commits the calls queued with ``later`` and the published position."""
         thread = self._write_thread()
         async with self._tx_lock:
+            await self._settled.wait()  # transactions sent elsewhere have committed
             started = time.perf_counter()
             tx = Transaction(thread)
             taken: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
@@ -724,6 +750,47 @@ class MemoryStore:
             self.outbox_count += tx.outbox_added
             if self.on_transaction is not None and tx.begun:
                 self.on_transaction(time.perf_counter() - started)
+
+    async def run_elsewhere(
+        self, submit: Callable[[list[Call], list[Call]], asyncio.Future[tuple[T, int]]]
+    ) -> T:
+        """One write transaction made by another connection (the agents' apply process).
+
+        ``submit(before, after)`` must send, without awaiting, a transaction that runs
+        ``before`` (the calls queued with ``later``), its own writes and ``after`` (the
+        published position); its future has ``(result, outbox rows added)`` once that
+        committed. Transactions sent this way commit in the order they are sent, and may
+        be several on their way at once; this store's own transactions wait until none
+        is (so the database still sees one writer at a time)."""
+        async with self._tx_lock:
+            started = time.perf_counter()
+            taken, self._pending = self._pending, []
+            position = self.unsaved_published
+            after: list[Call] = [] if position is None else [(Writes.save_published, (position,))]
+            done = submit(taken, after)
+            self._elsewhere += 1
+            self._settled.clear()
+
+        def settled(future: asyncio.Future[tuple[T, int]]) -> None:
+            self._elsewhere -= 1
+            if not self._elsewhere:
+                self._settled.set()
+            if future.cancelled() or future.exception() is not None:
+                self._pending[:0] = taken
+                return
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
+            if self.unsaved_published == position:
+                self.unsaved_published = None
+            self.outbox_count += future.result()[1]
+            if self.on_transaction is not None:
+                self.on_transaction(time.perf_counter() - started)
+
+        done.add_done_callback(settled)
+        # Shielded: the transaction goes on if the caller is cancelled, and its outcome
+        # is still accounted for.
+        result, _ = await asyncio.shield(done)
+        return result
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._read_thread().call(_fetchall, sql, params)

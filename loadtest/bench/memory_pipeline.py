@@ -17,7 +17,8 @@ and ``agents`` do (``gateway.heap.settle``); ``--no-settle`` measures without th
    ``chat-messages``), the stream processor, the meta-memory manager, the agents, the
    store and the updates produced to ``memory-updates``. Each event makes one memory
    change (a memory, or a new version of one). The process's CPU over the phase is
-   printed: it holds the pipeline and the log only.
+   printed: it holds the pipeline and the log only; the apply process (the agents'
+   transactions, ``apply_process``) is printed beside it.
 2. **latency**: with the pipeline caught up, chat messages produced at ``--rate`` per
    second (in ticks of 10 ms) for ``--rate-seconds``; the time from the produce call to
    the matching ``memory_update`` read from a tail of ``memory-updates``. The producer
@@ -50,6 +51,7 @@ from gateway.streamlog.factory import open_log
 from gateway.streamlog.interface import NewRecord, StreamLog
 from loadtest.bench.report import (
     CpuMeter,
+    ProcessCpuMeter,
     machine,
     percentile,
     print_header,
@@ -94,11 +96,13 @@ async def throughput(
     meter = CpuMeter()
     started = time.perf_counter()
     await pipeline.start()
+    child = ProcessCpuMeter(pipeline.process.pid if pipeline.process else None)
     if settle:
         heap.settle()  # as `serve` and `agents` do once started
     await pipeline.worker.wait_idle(timeout=600, poll_s=0.01)
     elapsed = time.perf_counter() - started
     cores = meter.cores()
+    child_cores = child.cores()
     memories = int((await pipeline.store.fetch("SELECT count(*) FROM memories"))[0][0])
     changes = pipeline.worker.publisher.produced
     return {
@@ -109,6 +113,7 @@ async def throughput(
         "events_per_s": events / elapsed,
         "updates_per_s": changes / elapsed,
         "cpu_cores": cores,
+        "apply_process_cpu_cores": child_cores,
     }
 
 
@@ -259,6 +264,7 @@ def main() -> None:
                 "p50 ms": "-",
                 "p99 ms": "-",
                 "cpu cores": backlog["cpu_cores"],
+                "apply process": backlog["apply_process_cpu_cores"] or "-",
                 "of ceiling": f"{backlog['share_of_ceiling']:.0%}",
             },
             {
@@ -269,6 +275,7 @@ def main() -> None:
                 "p50 ms": steady["p50_ms"],
                 "p99 ms": steady["p99_ms"],
                 "cpu cores": steady["cpu_cores"],
+                "apply process": "-",
                 "of ceiling": "-",
             },
             {
@@ -279,6 +286,7 @@ def main() -> None:
                 "p50 ms": "-",
                 "p99 ms": "-",
                 "cpu cores": raw["cpu_cores"],
+                "apply process": "-",
                 "of ceiling": "100%",
             },
         ],
