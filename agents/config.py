@@ -61,7 +61,7 @@ class PipelineConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Items each agent's in-memory queue holds; when full, new items are deferred."""
     agent_queue_sizes: dict[str, int] = {}
     """Per memory type overrides of ``agent_queue_size``."""
-    agent_batch: int = 200
+    agent_batch: int = 500
     """Most items an agent applies in one transaction."""
     apply_process: bool = True
     """Apply the agents' batches in a child process with its own connection (see
