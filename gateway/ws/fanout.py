@@ -100,9 +100,41 @@ class Subscription:
 
     def take(
         self, frames: list[tuple[EventFrame, Owner]], seen: dict[int, int] | None = None
-    ) -> None:
+    ) -> int:
         """Queue ``frames``; ``seen`` (filtered subscriptions) is where the chain's input
-        ended per partition, so records the chain dropped are not read again later."""
+        ended per partition, so records the chain dropped are not read again later.
+        Returns the number of deliveries queued (or sent)."""
+        next_offsets = self.next
+        principal = self.session.principal
+        encode = self._encode
+        # The usual case in one step: every new frame fits, all offered at once.
+        wire: list[bytes] = []
+        ends: dict[int, int] = {}
+        for frame, owner in frames:
+            record = frame.record
+            expected = next_offsets.get(record.partition)
+            if expected is None or record.offset < expected:
+                continue
+            if visible(principal, owner):
+                wire.append(encode(frame))
+            ends[record.partition] = record.offset + 1
+        if not wire or self.session.outbox.offer_all(wire):
+            next_offsets.update(ends)
+            delivered = len(wire)
+        else:
+            delivered = self._take_some(frames)
+            if delivered < 0:
+                return -1 - delivered
+        if seen:
+            for partition, end in seen.items():
+                if next_offsets.get(partition, end) < end:
+                    next_offsets[partition] = end
+        return delivered
+
+    def _take_some(self, frames: list[tuple[EventFrame, Owner]]) -> int:
+        """Offer ``frames`` one by one until the queue is full; then detach and catch up
+        from the first record refused. Returns the deliveries queued, or -1 minus them when
+        the queue filled."""
         next_offsets = self.next
         principal = self.session.principal
         outbox = self.session.outbox
@@ -120,16 +152,10 @@ class Subscription:
                     self._catch_up = asyncio.create_task(
                         self._run_catch_up(), name=f"catch-up:{self.name}"
                     )
-                    seen = None
-                    break
+                    return -1 - delivered
                 delivered += 1
             next_offsets[record.partition] = record.offset + 1
-        if seen:
-            for partition, end in seen.items():
-                if next_offsets.get(partition, end) < end:
-                    next_offsets[partition] = end
-        if delivered:
-            self.session.count_delivery(delivered)
+        return delivered
 
     def report(self, errors: list[SmartModuleError]) -> None:
         for error in errors:
@@ -193,8 +219,11 @@ class TopicFeed:
         *,
         key: str | None = None,
         through: Sequence[dict[str, Any]] | None = None,
+        delivered: Callable[[int], None] | None = None,
     ) -> None:
         self.log = log
+        self._delivered = delivered
+        """Told how many deliveries each dispatch made (the deliveries metric)."""
         self.topic = topic
         self.key = key or topic
         self.through = through
@@ -273,12 +302,13 @@ class TopicFeed:
         seen: dict[int, int] = {}
         shared: dict[str, tuple[list[tuple[EventFrame, Owner]], list[SmartModuleError]]] = {}
         through_log = self.through is not None
+        delivered = 0
         for subscription in list(self._attached):
             chain = None if through_log else subscription.chain
             if chain is None:
                 if plain is None:
                     plain = [(EventFrame(r), record_owner(r.value)) for r in batch]
-                subscription.take(plain)
+                delivered += subscription.take(plain)
                 continue
             if owners is None:
                 owners = {(r.partition, r.offset): record_owner(r.value) for r in batch}
@@ -294,5 +324,7 @@ class TopicFeed:
                 result = (frames, errors)
                 if chain.shared:
                     shared[chain.key] = result
-            subscription.take(result[0], seen)
+            delivered += subscription.take(result[0], seen)
             subscription.report(result[1])
+        if delivered and self._delivered is not None:
+            self._delivered(delivered)

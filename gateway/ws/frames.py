@@ -9,6 +9,7 @@ prepared once per record (``EventFrame``) so each subscriber costs one concatena
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -315,14 +316,19 @@ _msgpack = msgspec.msgpack.Encoder()
 
 
 class EventFrame:
-    """The encoded body of one record's ``event`` frame, shared by all its subscribers."""
+    """The encoded body of one record's ``event`` frame, shared by all its subscribers.
 
-    __slots__ = ("_json_tail", "_msgpack_tail", "record")
+    The last frame built is kept with its prefix: subscriptions of the same name (prefixes
+    are interned, see ``json_prefix``) share one ``bytes`` object instead of each joining
+    their own."""
+
+    __slots__ = ("_json_tail", "_last", "_msgpack_tail", "record")
 
     def __init__(self, record: Record | OutputRecord) -> None:
         self.record = record
         self._json_tail: bytes | None = None
         self._msgpack_tail: bytes | None = None
+        self._last: tuple[bytes, bytes] | None = None
 
     def _fields(self) -> tuple[Any, Any, bool]:
         record = self.record
@@ -338,6 +344,9 @@ class EventFrame:
 
     def json(self, sub_prefix: bytes) -> bytes:
         """``sub_prefix`` is ``{"op":"event","sub":"<name>"`` (see ``json_prefix``)."""
+        last = self._last
+        if last is not None and last[0] is sub_prefix:
+            return last[1]
         tail = self._json_tail
         if tail is None:
             record = self.record
@@ -355,10 +364,15 @@ class EventFrame:
                 )
             )
             self._json_tail = tail
-        return sub_prefix + tail
+        frame = sub_prefix + tail
+        self._last = (sub_prefix, frame)
+        return frame
 
     def msgpack(self, sub_prefix: bytes) -> bytes:
         """``sub_prefix`` comes from ``msgpack_prefix``; maps are assembled pair by pair."""
+        last = self._last
+        if last is not None and last[0] is sub_prefix:
+            return last[1]
         tail = self._msgpack_tail
         if tail is None:
             record = self.record
@@ -377,14 +391,20 @@ class EventFrame:
             header = bytes([0x80 | (len(pairs) + 2)])
             tail = header + b"".join(_msgpack.encode(k) + _msgpack.encode(v) for k, v in pairs)
             self._msgpack_tail = tail
-        return tail[:1] + sub_prefix + tail[1:]
+        frame = tail[:1] + sub_prefix + tail[1:]
+        self._last = (sub_prefix, frame)
+        return frame
 
 
+@functools.lru_cache(maxsize=4_096)
 def json_prefix(sub: str) -> bytes:
     return b'{"op":"event","sub":' + _json.encode(sub)
 
 
+@functools.lru_cache(maxsize=4_096)
 def msgpack_prefix(sub: str) -> bytes:
+    # A JSON prefix and a msgpack prefix are never the same object, so one cache slot in
+    # ``EventFrame`` serves both encodings.
     return (
         _msgpack.encode("op")
         + _msgpack.encode("event")

@@ -118,6 +118,7 @@ class Hub:
             feed = self._feeds[key] = TopicFeed(
                 self.log, topic, self._feed_empty, key=key,
                 through=None if through is None else through.entries,
+                delivered=self.metrics.ws_deliveries.inc,
             )  # fmt: skip
         await feed.start()
         return feed

@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable
 Write = Callable[[list[bytes]], Awaitable[None]]
 """Sends frames in order; waits while the peer is not reading; raises once it is gone."""
 
-Direct = Callable[[bytes], bool]
-"""Sends one frame now if the connection can take it without waiting; False otherwise."""
+Direct = Callable[[list[bytes]], bool]
+"""Sends the frames now if the connection can take them without waiting; False (nothing
+sent) otherwise."""
 
 
 class Outbox:
@@ -88,11 +89,31 @@ class Outbox:
             return False
         # Order holds: nothing is queued or being written ahead of this frame.
         direct = self._direct
-        if direct is not None and not self._frames and not self._in_write and direct(frame):
+        if direct is not None and not self._frames and not self._in_write and direct([frame]):
             self.sent_frames += 1
             return True
         self._frames.append(frame)
         self._bytes += len(frame)
+        self._ready.set()
+        return True
+
+    def offer_all(self, frames: list[bytes]) -> bool:
+        """Queue (or send) every delivery of ``frames`` if there is room for them all;
+        False, with nothing queued, otherwise (then ``offer`` them one by one)."""
+        if self._closed:
+            return False
+        direct = self._direct
+        if direct is not None and not self._frames and not self._in_write and direct(frames):
+            self.sent_frames += len(frames)
+            return True
+        size = sum(map(len, frames))
+        if (
+            len(self._frames) + len(frames) > self._max_frames
+            or self._bytes + size > self._max_bytes
+        ):
+            return False
+        self._frames.extend(frames)
+        self._bytes += size
         self._ready.set()
         return True
 

@@ -43,7 +43,7 @@ from gateway.ws.codes import CloseCode
 from gateway.ws.fanout import Subscription
 from gateway.ws.filters import chain_error, is_fatal
 from gateway.ws.limits import TokenBucket
-from gateway.ws.outbox import Outbox
+from gateway.ws.outbox import Direct, Outbox
 from gateway.ws.transport import EXTENSION, GatewayWebSocketProtocol
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class Session:
             self._write,
             max_frames=settings.ws_send_queue_frames,
             max_bytes=settings.ws_send_queue_bytes,
-            direct=self._direct if self._transport is not None else None,
+            direct=self._direct() if self._transport is not None else None,
         )
         self._publish_bucket = TokenBucket(settings.ws_publish_rate, settings.ws_publish_rate)
         self._error_bucket = TokenBucket(
@@ -178,23 +178,16 @@ class Session:
             else:
                 await self._asgi_send({"type": "websocket.send", "text": frame.decode()})
 
-    def _direct(self, frame: bytes) -> bool:
+    def _direct(self) -> Direct:
         # Only into a socket that is not pushing back, and only while less than
-        # DIRECT_BYTES_PER_PASS were written to it in this pass of the loop: a peer that does
-        # not read is handed at most that (and one frame) this way; everything else waits
-        # in the bounded queue.
-        transport = self._transport
-        if (
-            transport is None
-            or not transport.writable.is_set()
-            or transport.pending_bytes >= DIRECT_BYTES_PER_PASS
-        ):
-            return False
-        try:
-            transport.send_frames((frame,), self.binary)
-        except OSError:
-            return False  # closing: the queue's writer finds out and ends the session
-        return True
+        # DIRECT_BYTES_PER_PASS of this pass's writes wait for it: a peer that does not read
+        # is handed at most that (and one batch of frames) this way; everything else waits
+        # in the bounded queue. A closing connection refuses: the queue's writer finds out
+        # and ends the session.
+        assert self._transport is not None
+        return functools.partial(
+            self._transport.send_now, binary=self.binary, limit=DIRECT_BYTES_PER_PASS
+        )
 
     def reply(self, frame: msgspec.Struct) -> None:
         self.outbox.put(self.codec.encode(frame))

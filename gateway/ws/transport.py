@@ -8,7 +8,10 @@ close and keep-alive handling and changes three things:
 
 - **Coalesced writes.** Everything written to the socket during one pass of the event loop
   is joined into one ``write``; the join runs at the end of the pass, so a lone frame is not
-  delayed. Writes keep their order, control frames included.
+  delayed. Writes keep their order, control frames included. A fan-out delivery written
+  with ``send_now`` while nothing waits goes to the socket at once instead: a pass that
+  writes to a thousand connections then reaches the first while it goes on, without a
+  scheduled flush per connection.
 - **Bounded read-ahead.** Received messages queue for the application up to
   ``READ_AHEAD_MESSAGES`` messages or ``READ_AHEAD_BYTES`` bytes; past either bound the
   socket stops being read (TCP pushes back on the client) until the application has taken
@@ -79,6 +82,15 @@ class _CoalescingTransport:
         """Bytes written during this pass of the loop, not yet handed to the socket
         (counted when asked: only a delivery that may skip its send queue asks)."""
         return sum(map(len, self._pending))
+
+    def write_now(self, data: bytes) -> None:
+        """Hand ``data`` to the socket at once when nothing written earlier in this pass
+        waits (so a fan-out pass reaches its first peers while it goes on); otherwise
+        after what waits, as ``write``."""
+        if self._pending:
+            self._pending.append(data)
+        else:
+            self.inner.write(data)
 
     def flush(self) -> None:
         self._scheduled = False
@@ -166,6 +178,35 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def pending_bytes(self) -> int:
         """Bytes written during this pass of the event loop, not yet handed to the socket."""
         return cast(_CoalescingTransport, self.transport).pending_bytes
+
+    def send_now(self, frames: Sequence[bytes], binary: bool, limit: int) -> bool:
+        """Write ``frames`` as whole messages now if the connection takes them without
+        waiting: open, not pushing back, no extension transforming frames, and less than
+        ``limit`` bytes of this pass's writes still waiting for the socket. Returns False,
+        having written nothing, otherwise; ``send_frames`` is then the way.
+        """
+        transport = cast(_CoalescingTransport, self.transport)
+        if (
+            self.disconnected
+            or self.close_sent
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or self.conn.extensions
+            or transport.inner.is_closing()
+            or (transport._pending and transport.pending_bytes >= limit)
+        ):
+            return False
+        first = _BINARY if binary else _TEXT
+        if len(frames) == 1:
+            frame = frames[0]
+            transport.write_now(frame_header(first, len(frame)) + frame)
+        else:
+            chunks: list[bytes] = []
+            for frame in frames:
+                chunks.append(frame_header(first, len(frame)))
+                chunks.append(frame)
+            transport.write_now(b"".join(chunks))
+        return True
 
     def send_frames(self, frames: Sequence[bytes], binary: bool) -> None:
         """Write ``frames`` as whole text (or binary) messages, in order.

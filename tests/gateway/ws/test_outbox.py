@@ -24,10 +24,10 @@ class Connection:
         await self.release.wait()
         self.sent.extend(frames)
 
-    def direct(self, frame: bytes) -> bool:
+    def direct(self, frames: list[bytes]) -> bool:
         if not self.accepts_direct:
             return False
-        self.sent.append(frame)
+        self.sent.extend(frames)
         return True
 
 
@@ -77,6 +77,41 @@ async def test_a_refused_direct_send_falls_back_to_the_bounded_queue() -> None:
         peer.release.set()
         await settle()
         assert peer.sent == [b"0", b"1", b"2"]
+    finally:
+        outbox.close()
+        await writer
+
+
+async def test_offer_all_sends_a_batch_to_an_idle_queue_in_one_call() -> None:
+    peer = Connection()
+    calls: list[list[bytes]] = []
+
+    def direct(frames: list[bytes]) -> bool:
+        calls.append(list(frames))
+        return peer.direct(frames)
+
+    outbox = Outbox(peer.write, max_frames=4, max_bytes=1_000, direct=direct)
+    assert outbox.offer_all([b"a", b"b", b"c"])
+    assert calls == [[b"a", b"b", b"c"]] and peer.sent == [b"a", b"b", b"c"]
+    assert outbox.depth == 0 and outbox.sent_frames == 3
+
+
+async def test_offer_all_takes_all_or_nothing_and_keeps_order_behind_replies() -> None:
+    peer = Connection()
+    peer.release.clear()
+    outbox = Outbox(peer.write, max_frames=4, max_bytes=1_000, direct=peer.direct)
+    writer = asyncio.create_task(outbox.run())
+    try:
+        outbox.put(b"reply")
+        assert outbox.offer_all([b"e1", b"e2"])  # behind the reply: queued, in order
+        assert outbox.depth == 3 and peer.sent == []
+        assert not outbox.offer_all([b"e3", b"e4"])  # room for one of two: neither taken
+        assert outbox.depth == 3
+        assert outbox.offer(b"e3")  # one by one, what fits still goes
+        assert not outbox.offer(b"e4")
+        peer.release.set()
+        await settle()
+        assert peer.sent == [b"reply", b"e1", b"e2", b"e3"]
     finally:
         outbox.close()
         await writer

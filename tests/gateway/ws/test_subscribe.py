@@ -454,3 +454,43 @@ async def test_end_starts_after_every_acknowledged_record(connect: Connect) -> N
         assert delivered["offset"] == after["offset"]
         await client.send({"op": "unsubscribe", "id": f"u-{round_}", "sub": sub})
         await client.expect("unsubscribed", id=f"u-{round_}")
+
+
+def _deliveries(server: GatewayProcess) -> float:
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        if line.startswith("agentmem_ws_deliveries_total "):
+            return float(line.split()[1])
+    raise AssertionError("no agentmem_ws_deliveries_total in /metrics")
+
+
+async def test_live_deliveries_carry_each_subscriptions_name_and_are_counted(
+    connect: Connect, custom_gateway: Callable[..., GatewayProcess]
+) -> None:
+    server = custom_gateway()
+    # Subscriptions of the same name in several sessions share one encoded frame; one of
+    # another name and one in MessagePack must still get their own.
+    clients = [
+        await connect(user="live", server=server),
+        await connect(user="live", server=server),
+        await connect(user="live", server=server, encoding="msgpack"),
+    ]
+    for n, client in enumerate(clients):
+        await client.send({"op": "subscribe", "id": n, "sub": "same", "topic": "user-events"})
+        await client.expect("subscribed", id=n)
+    await clients[0].send({"op": "subscribe", "id": 9, "sub": "other", "topic": "user-events"})
+    await clients[0].expect("subscribed", id=9)
+    before = _deliveries(server)
+    acks = await publish_many(clients[1], "user-events", 5, "live")
+    expected = [(a["partition"], a["offset"]) for a in acks]
+    data: list[dict] = []
+    for client, sub in [*((c, "same") for c in clients), (clients[0], "other")]:
+        got = await collect(client, sub, 5)
+        assert sorted((e["partition"], e["offset"]) for e in got) == sorted(expected)
+        assert {e["sub"] for e in got} == {sub}
+        data.append({(e["partition"], e["offset"]): e["data"] for e in got})
+    assert all(d == data[0] for d in data)  # the same records, whatever the encoding
+    for _ in range(50):  # the counter is bumped after the frames are handed to sockets
+        if _deliveries(server) - before == 20:
+            break
+        await asyncio.sleep(0.05)
+    assert _deliveries(server) - before == 20

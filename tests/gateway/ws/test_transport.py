@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 import struct
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -140,3 +141,69 @@ async def test_a_session_that_does_not_read_stops_the_socket_and_loses_nothing(
     assert app.extension_seen
     # Both frames sent through the extension arrived whole and in order (unmasked binary).
     assert reply == b"\x82\x04" + b"2000" + b"\x82\x03bye"
+
+
+class DirectApp:
+    """On its first message, writes with ``send_now`` and ``send_frames`` and then blocks the
+    event loop until the client says it has what ``send_now`` wrote (or 5 s pass)."""
+
+    def __init__(self) -> None:
+        self.client_has_it = threading.Event()
+        self.answers: list[bool] = []
+        self.seen_while_blocked = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        transport: GatewayWebSocketProtocol = scope["extensions"][EXTENSION]
+        await receive()
+        self.answers.append(transport.send_now([b"now"], binary=True, limit=1_000))
+        transport.send_frames([b"later" * 40], binary=True)  # 200 bytes wait for the pass
+        # Behind what waits: refused past the limit, queued behind it (in order) under it.
+        self.answers.append(transport.send_now([b"refused"], binary=True, limit=100))
+        self.answers.append(transport.send_now([b"after", b"last"], binary=True, limit=1_000))
+        # The event loop stops here: only a write made at once can reach the client.
+        self.seen_while_blocked = self.client_has_it.wait(5)
+        await receive()
+
+
+async def test_send_now_writes_at_once_and_keeps_order_behind_pending_writes() -> None:
+    app = DirectApp()
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, ws=GatewayWebSocketProtocol, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    sock = await asyncio.to_thread(_connect, port)
+    sock.settimeout(10)
+
+    def read_all() -> bytes:
+        sock.sendall(_binary_frame(b"go"))
+        got = b""
+        while b"\x82\x03now" not in got:
+            got += sock.recv(65_536)
+        app.client_has_it.set()
+        while not got.endswith(b"\x82\x04last"):
+            got += sock.recv(65_536)
+        return got
+
+    try:
+        got = await asyncio.to_thread(read_all)
+    finally:
+        sock.close()
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, 5)
+    assert app.seen_while_blocked
+    assert app.answers == [True, False, True]
+    assert got == (
+        b"\x82\x03now" + b"\x82\x7e\x00\xc8" + b"later" * 40 + b"\x82\x05after\x82\x04last"
+    )
