@@ -179,11 +179,11 @@ class Session:
                 await self._asgi_send({"type": "websocket.send", "text": frame.decode()})
 
     def _direct(self) -> Direct:
-        # Only into a socket that is not pushing back, and only while less than
-        # DIRECT_BYTES_PER_PASS of this pass's writes wait for it: a peer that does not read
-        # is handed at most that (and one batch of frames) this way; everything else waits
-        # in the bounded queue. A closing connection refuses: the queue's writer finds out
-        # and ends the session.
+        # Only into a socket that is not pushing back (its buffer is under the transport's
+        # high-water mark), and at most DIRECT_BYTES_PER_PASS with this pass's writes that
+        # still wait for it: a peer that does not read is handed at most that this way;
+        # everything else waits in the bounded queue. A closing connection refuses: the
+        # queue's writer finds out and ends the session.
         assert self._transport is not None
         return functools.partial(
             self._transport.send_now, binary=self.binary, limit=DIRECT_BYTES_PER_PASS

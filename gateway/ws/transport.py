@@ -181,19 +181,22 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def send_now(self, frames: Sequence[bytes], binary: bool, limit: int) -> bool:
         """Write ``frames`` as whole messages now if the connection takes them without
-        waiting: open, not pushing back, no extension transforming frames, and less than
-        ``limit`` bytes of this pass's writes still waiting for the socket. Returns False,
+        waiting: open, not pushing back, no extension transforming frames, and at most
+        ``limit`` bytes with this pass's writes still waiting for the socket. Returns False,
         having written nothing, otherwise; ``send_frames`` is then the way.
         """
         transport = cast(_CoalescingTransport, self.transport)
+        size = sum(map(len, frames))
+        if transport._pending:
+            size += transport.pending_bytes
         if (
-            self.disconnected
+            size > limit
+            or self.disconnected
             or self.close_sent
             or not self.writable.is_set()
             or self.conn.state is not State.OPEN
             or self.conn.extensions
             or transport.inner.is_closing()
-            or (transport._pending and transport.pending_bytes >= limit)
         ):
             return False
         first = _BINARY if binary else _TEXT

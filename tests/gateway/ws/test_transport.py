@@ -162,6 +162,8 @@ class DirectApp:
         await send({"type": "websocket.accept"})
         transport: GatewayWebSocketProtocol = scope["extensions"][EXTENSION]
         await receive()
+        # More than the limit at once is refused, written to an idle socket or not.
+        self.answers.append(transport.send_now([b"big" * 200, b"x"], binary=True, limit=600))
         self.answers.append(transport.send_now([b"now"], binary=True, limit=1_000))
         transport.send_frames([b"later" * 40], binary=True)  # 200 bytes wait for the pass
         # Behind what waits: refused past the limit, queued behind it (in order) under it.
@@ -203,7 +205,7 @@ async def test_send_now_writes_at_once_and_keeps_order_behind_pending_writes() -
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(task, 5)
     assert app.seen_while_blocked
-    assert app.answers == [True, False, True]
+    assert app.answers == [False, True, False, True]
     assert got == (
         b"\x82\x03now" + b"\x82\x7e\x00\xc8" + b"later" * 40 + b"\x82\x05after\x82\x04last"
     )
