@@ -122,19 +122,19 @@ class Subscription:
             next_offsets.update(ends)
             delivered = len(wire)
         else:
-            delivered = self._take_some(frames)
-            if delivered < 0:
-                return -1 - delivered
+            delivered, full = self._take_some(frames)
+            if full:
+                return delivered
         if seen:
             for partition, end in seen.items():
                 if next_offsets.get(partition, end) < end:
                     next_offsets[partition] = end
         return delivered
 
-    def _take_some(self, frames: list[tuple[EventFrame, Owner]]) -> int:
+    def _take_some(self, frames: list[tuple[EventFrame, Owner]]) -> tuple[int, bool]:
         """Offer ``frames`` one by one until the queue is full; then detach and catch up
-        from the first record refused. Returns the deliveries queued, or -1 minus them when
-        the queue filled."""
+        from the first record refused. Returns the deliveries queued and whether the queue
+        filled."""
         next_offsets = self.next
         principal = self.session.principal
         outbox = self.session.outbox
@@ -152,10 +152,10 @@ class Subscription:
                     self._catch_up = asyncio.create_task(
                         self._run_catch_up(), name=f"catch-up:{self.name}"
                     )
-                    return -1 - delivered
+                    return delivered, True
                 delivered += 1
             next_offsets[record.partition] = record.offset + 1
-        return delivered
+        return delivered, False
 
     def report(self, errors: list[SmartModuleError]) -> None:
         for error in errors:
