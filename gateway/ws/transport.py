@@ -78,6 +78,11 @@ class _CoalescingTransport:
             self._loop.call_soon(self.flush)
 
     @property
+    def waiting(self) -> bool:
+        """Whether writes of this pass of the loop wait for the socket."""
+        return bool(self._pending)
+
+    @property
     def pending_bytes(self) -> int:
         """Bytes written during this pass of the loop, not yet handed to the socket
         (counted when asked: only a delivery that may skip its send queue asks)."""
@@ -174,11 +179,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # -- sending --------------------------------------------------------------------------------
 
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes written during this pass of the event loop, not yet handed to the socket."""
-        return cast(_CoalescingTransport, self.transport).pending_bytes
-
     def send_now(self, frames: Sequence[bytes], binary: bool, limit: int) -> bool:
         """Write ``frames`` as whole messages now if the connection takes them without
         waiting: open, not pushing back, no extension transforming frames, and at most
@@ -187,7 +187,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         """
         transport = cast(_CoalescingTransport, self.transport)
         size = sum(map(len, frames))
-        if transport._pending:
+        if transport.waiting:
             size += transport.pending_bytes
         if (
             size > limit
