@@ -40,6 +40,8 @@ def content_hash(content: str) -> str:
 
 def new_memory(work: MemoryWork, id: str, now: int, **fields: Any) -> Memory:
     """A version-1 memory from ``work``; ``fields`` override the defaults."""
+    # A caller that has the hash already passes it: it is not computed a second time.
+    hash_ = fields.pop("hash", None)
     values: dict[str, Any] = {
         "id": id,
         "organization_id": work.organization_id,
@@ -47,7 +49,7 @@ def new_memory(work: MemoryWork, id: str, now: int, **fields: Any) -> Memory:
         "memory_type": work.memory_type,
         "content": work.content,
         "importance": work.importance,
-        "hash": content_hash(work.content),
+        "hash": hash_ if hash_ is not None else content_hash(work.content),
         "created_at": now,
         "updated_at": now,
         "agent_id": work.agent_id,
