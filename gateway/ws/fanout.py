@@ -107,45 +107,43 @@ class Subscription:
         next_offsets = self.next
         principal = self.session.principal
         encode = self._encode
-        # The usual case in one step: every new frame fits, all offered at once.
+        # Each new record: its partition, the next offset after it, its frame if visible.
+        steps: list[tuple[int, int, bytes | None]] = []
         wire: list[bytes] = []
-        ends: dict[int, int] = {}
         for frame, owner in frames:
             record = frame.record
             expected = next_offsets.get(record.partition)
             if expected is None or record.offset < expected:
                 continue
-            if visible(principal, owner):
-                wire.append(encode(frame))
-            ends[record.partition] = record.offset + 1
-        if not wire or self.session.outbox.offer_all(wire):
-            next_offsets.update(ends)
-            delivered = len(wire)
-        else:
-            delivered, full = self._take_some(frames)
+            data = encode(frame) if visible(principal, owner) else None
+            if data is not None:
+                wire.append(data)
+            steps.append((record.partition, record.offset + 1, data))
+        # The usual case in one step: every frame fits, all offered at once.
+        if wire and not self.session.outbox.offer_all(wire):
+            delivered, full = self._take_some(steps)
             if full:
                 return delivered
+        else:
+            delivered = len(wire)
+            for partition, end, _ in steps:
+                next_offsets[partition] = end
         if seen:
             for partition, end in seen.items():
                 if next_offsets.get(partition, end) < end:
                     next_offsets[partition] = end
         return delivered
 
-    def _take_some(self, frames: list[tuple[EventFrame, Owner]]) -> tuple[int, bool]:
-        """Offer ``frames`` one by one until the queue is full; then detach and catch up
-        from the first record refused. Returns the deliveries queued and whether the queue
-        filled."""
+    def _take_some(self, steps: list[tuple[int, int, bytes | None]]) -> tuple[int, bool]:
+        """Offer the frames of ``steps`` one by one until the queue is full; then detach and
+        catch up from the first record refused. Returns the deliveries queued and whether
+        the queue filled."""
         next_offsets = self.next
-        principal = self.session.principal
         outbox = self.session.outbox
         delivered = 0
-        for frame, owner in frames:
-            record = frame.record
-            expected = next_offsets.get(record.partition)
-            if expected is None or record.offset < expected:
-                continue
-            if visible(principal, owner):
-                if not outbox.offer(self._encode(frame)):
+        for partition, end, data in steps:
+            if data is not None:
+                if not outbox.offer(data):
                     # Full: this record and everything after it come from the log later.
                     self.feed.detach(self)
                     self._attached = False
@@ -154,7 +152,7 @@ class Subscription:
                     )
                     return delivered, True
                 delivered += 1
-            next_offsets[record.partition] = record.offset + 1
+            next_offsets[partition] = end
         return delivered, False
 
     def report(self, errors: list[SmartModuleError]) -> None:

@@ -82,7 +82,7 @@ class Session:
             self._write,
             max_frames=settings.ws_send_queue_frames,
             max_bytes=settings.ws_send_queue_bytes,
-            direct=self._direct() if self._transport is not None else None,
+            direct=self._direct_sender() if self._transport is not None else None,
         )
         self._publish_bucket = TokenBucket(settings.ws_publish_rate, settings.ws_publish_rate)
         self._error_bucket = TokenBucket(
@@ -178,7 +178,7 @@ class Session:
             else:
                 await self._asgi_send({"type": "websocket.send", "text": frame.decode()})
 
-    def _direct(self) -> Direct:
+    def _direct_sender(self) -> Direct:
         # Only into a socket that is not pushing back (its buffer is under the transport's
         # high-water mark), and at most DIRECT_BYTES_PER_PASS with this pass's writes that
         # still wait for it: a peer that does not read is handed at most that this way;

@@ -115,3 +115,12 @@ async def test_offer_all_takes_all_or_nothing_and_keeps_order_behind_replies() -
     finally:
         outbox.close()
         await writer
+
+
+async def test_offer_all_respects_the_byte_bound() -> None:
+    peer = Connection()
+    peer.accepts_direct = False  # the socket pushes back: everything goes to the queue
+    outbox = Outbox(peer.write, max_frames=100, max_bytes=10, direct=peer.direct)
+    assert outbox.offer_all([b"1234", b"5678"])  # 8 of 10 bytes
+    assert not outbox.offer_all([b"ab", b"cd"])  # 12 bytes: neither taken
+    assert outbox.depth == 2 and peer.sent == []

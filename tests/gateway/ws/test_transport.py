@@ -24,6 +24,31 @@ from gateway.ws.transport import EXTENSION, READ_AHEAD_BYTES, GatewayWebSocketPr
 FRAME_PAYLOAD = 16_384
 
 
+async def _lifespan(receive: Any, send: Any) -> None:
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[int]:
+    """Serve ``app`` with the gateway's protocol on a free port; yields the port."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, ws=GatewayWebSocketProtocol, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, 5)
+
+
 class App:
     """Accepts one session, reads nothing until ``release`` is set, then reads every
     message and echoes the count; frames sent through the extension go out in one call."""
@@ -35,9 +60,7 @@ class App:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await _lifespan(receive, send)
             return
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
@@ -58,19 +81,9 @@ class App:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[App, int]]:
     app = App()
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws=GatewayWebSocketProtocol, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield app, port
-    app.release.set()
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-        await asyncio.wait_for(task, 5)
+    async with serving(app) as port:
+        yield app, port
+        app.release.set()
 
 
 def _connect(port: int) -> socket.socket:
@@ -154,9 +167,7 @@ class DirectApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await _lifespan(receive, send)
             return
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
@@ -176,18 +187,9 @@ class DirectApp:
 
 async def test_send_now_writes_at_once_and_keeps_order_behind_pending_writes() -> None:
     app = DirectApp()
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws=GatewayWebSocketProtocol, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    sock = await asyncio.to_thread(_connect, port)
-    sock.settimeout(10)
 
-    def read_all() -> bytes:
+    def read_all(sock: socket.socket) -> bytes:
+        sock.settimeout(10)
         sock.sendall(_binary_frame(b"go"))
         got = b""
         while b"\x82\x03now" not in got:
@@ -197,13 +199,12 @@ async def test_send_now_writes_at_once_and_keeps_order_behind_pending_writes() -
             got += sock.recv(65_536)
         return got
 
-    try:
-        got = await asyncio.to_thread(read_all)
-    finally:
-        sock.close()
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(task, 5)
+    async with serving(app) as port:
+        sock = await asyncio.to_thread(_connect, port)
+        try:
+            got = await asyncio.to_thread(read_all, sock)
+        finally:
+            sock.close()
     assert app.seen_while_blocked
     assert app.answers == [False, True, False, True]
     assert got == (
