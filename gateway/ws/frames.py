@@ -230,8 +230,11 @@ class Codec:
     def encode(self, frame: Struct) -> bytes:
         return bytes(self._encode(frame))
 
-    def decode(self, data: bytes) -> ClientFrame:
+    def decode(self, data: bytes | str) -> ClientFrame:
         """Decode one client frame or raise ``FrameError`` with the error to answer."""
+        if self.binary and isinstance(data, str):
+            # A text frame on a MessagePack session: decoded as its UTF-8 bytes.
+            data = data.encode()
         try:
             frame: ClientFrame = self._frames.decode(data)
             return frame
@@ -275,7 +278,7 @@ class Codec:
         except msgspec.DecodeError as exc:
             raise InvalidFrame(f"Event {index} is malformed: {exc}.") from None
 
-    def _explain(self, data: bytes, exc: msgspec.ValidationError) -> FrameError:
+    def _explain(self, data: bytes | str, exc: msgspec.ValidationError) -> FrameError:
         try:
             probe = self._probe.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError):

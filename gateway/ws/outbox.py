@@ -74,9 +74,12 @@ class Outbox:
         """Queue a reply; never refused."""
         if self._closed:
             return
-        self._frames.append(frame)
+        frames = self._frames
+        if not frames:
+            # Behind queued frames the writer is awake already, or will drain them first.
+            self._ready.set()
+        frames.append(frame)
         self._bytes += len(frame)
-        self._ready.set()
 
     def offer(self, frame: bytes) -> bool:
         """Queue a delivery if there is room; False (and nothing queued) otherwise."""

@@ -1,11 +1,17 @@
 """One WebSocket session: authentication, publishes, subscriptions and its send queue.
 
-The reader loop decodes each frame and handles it without waiting for the log: a publish
-becomes a task that answers with an ``ack`` once the record is durable, so a client may
-keep many publishes in flight (up to ``ws_max_in_flight``, after which the loop stops
-reading and TCP pushes back). Every reply and delivery goes through the session's
+Each frame is decoded and handled without waiting for the log: a publish is handed to the
+log with a callback that answers with an ``ack`` once the record is durable, so a client
+may keep many publishes in flight (up to ``ws_max_in_flight``, after which the session
+stops reading and TCP pushes back). Every reply and delivery goes through the session's
 ``Outbox``; one writer task sends them. Bad frames are answered with ``error`` frames and
 never end the session by themselves.
+
+Frames arrive two ways. On the gateway's own transport, publishes, pings and pongs are
+handled inline, in the transport's ``data_received`` (``_on_message``): no ASGI message,
+queue or task wake-up per frame. Everything else (authentication, subscriptions, and any
+frame that arrives while an earlier one is still being handled or the session has no room
+for publishes) goes through the ASGI receive queue to the reader task, in order.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import functools
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -34,6 +41,7 @@ from gateway.errors import (
     Unavailable,
     UnknownSubscription,
 )
+from gateway.metrics import LoopCounter
 from gateway.schemas.envelope import check_topic, encode_event, idempotency_key, stamp
 from gateway.smartmodules import SmartModuleError
 from gateway.streamlog.interface import NewRecord, Produced
@@ -91,11 +99,29 @@ class Session:
         # Publishes waiting for their ack, and tasks (batches, subscription closes).
         self._publishes_in_flight = 0
         self._in_flight: set[asyncio.Future[Any]] = set()
+        self._max_in_flight = settings.ws_max_in_flight
         self._room_for_publishes = asyncio.Event()
         self._room_for_publishes.set()
+        self._room = True
         self._all_answered = asyncio.Event()
         self._all_answered.set()
+        self._answered = True
         self._counted_user: tuple[str, str] | None = None
+        # Set while the reader task handles a frame: frames behind it must wait their turn.
+        self._handling = False
+        metrics = hub.metrics
+        self._inline: dict[type[Any], tuple[Callable[[Any], None], LoopCounter.Child]] = {
+            frame: (handler, metrics.child(metrics.ws_frames_in, str(frame.__struct_config__.tag)))
+            for frame, handler in (
+                (f.Publish, self._publish),
+                (f.PublishBatch, self._publish_batch),
+                (f.Ping, self._ping),
+                (f.Pong, _ignore),
+            )
+        }
+        self._acks_out: LoopCounter.Child = metrics.child(metrics.ws_frames_out, "ack")
+        self._ack_latency = metrics.ws_ack_latency
+        self._produced: dict[str, LoopCounter.Child] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -109,6 +135,8 @@ class Session:
                 except _Reject as reject:
                     await self._close_after_flush(reject.code, reject.reason)
                     return
+            if self._transport is not None:
+                self._transport.on_message = self._on_message
             reader = asyncio.create_task(self._read(), name=f"reader:{self.id}")
             done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
             for task in (reader, writer):
@@ -127,6 +155,8 @@ class Session:
             await self._cleanup(writer)
 
     async def _cleanup(self, writer: asyncio.Task[None]) -> None:
+        if self._transport is not None:
+            self._transport.on_message = None
         for subscription in list(self.subscriptions.values()):
             await subscription.close()
         self.subscriptions.clear()
@@ -224,13 +254,58 @@ class Session:
                 self.close_code = message.get("code", 1000)
                 self.closing = True
                 return
-            data = message.get("bytes")
+            data = message.get("text")
             if data is None:
-                data = message.get("text", "").encode()
+                data = message.get("bytes", b"")
             self.last_seen = time.monotonic()
-            await self._handle(data)
+            self._handling = True
+            try:
+                await self._handle(data)
+            finally:
+                self._handling = False
 
-    async def _handle(self, data: bytes) -> None:
+    def _on_message(self, data: str | bytes) -> bool:
+        """The transport's ``on_message`` hook: handle a publish, ping or pong at once; any
+        other frame, or any frame while the reader is busy or there is no room for
+        publishes, is left to the reader (False)."""
+        if (
+            self._handling
+            or self.closing
+            or self.principal is None
+            or not self._room_for_publishes.is_set()
+        ):
+            return False
+        try:
+            frame = self.codec.decode(data)
+        except f.FrameError:
+            return False
+        inline = self._inline.get(type(frame))
+        if inline is None:
+            # Decoded twice, by the reader again: only for the rare ops.
+            return False
+        handler, frames_in = inline
+        frames_in.value += 1
+        self.last_seen = time.monotonic()
+        try:
+            handler(frame)
+        except GatewayError as error:
+            if self._refuse(error, getattr(frame, "id", None)):
+                self._close_soon(CloseCode.PROTOCOL_VIOLATION, self._abuse_reason())
+        except Exception:
+            # data_received must not raise: end the session as the reader task would.
+            logger.exception("session_failed", session=self.id)
+            self._close_soon(CloseCode.SERVER_ERROR, "server error")
+        return True
+
+    def _ping(self, frame: f.Ping) -> None:
+        self.reply(f.ServerPong(id=frame.id))
+
+    def _close_soon(self, code: int, reason: str) -> None:
+        task = asyncio.ensure_future(self.close(code, reason))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _handle(self, data: str | bytes) -> None:
         try:
             frame = self.codec.decode(data)
         except f.FrameError as problem:
@@ -244,7 +319,7 @@ class Session:
             if isinstance(frame, f.Pong):
                 return
             if isinstance(frame, f.Ping):
-                self.reply(f.ServerPong(id=frame.id))
+                self._ping(frame)
                 return
             if isinstance(frame, f.Auth):
                 try:
@@ -273,14 +348,18 @@ class Session:
     async def _fail(
         self, error: GatewayError, request_id: Any = None, sub: str | None = None
     ) -> None:
+        if self._refuse(error, request_id, sub):
+            await self.close(CloseCode.PROTOCOL_VIOLATION, self._abuse_reason())
+            raise _Closed
+
+    def _refuse(self, error: GatewayError, request_id: Any = None, sub: str | None = None) -> bool:
+        """Answer ``error``; True when the session is past its errors-per-minute limit."""
         self.hub.metrics.errors.labels(error.code).inc()
         self.reply(f.error_frame(error, request_id, sub))
-        if not self._error_bucket.take():
-            await self.close(
-                CloseCode.PROTOCOL_VIOLATION,
-                f"more than {self.hub.settings.ws_max_errors_per_minute} errors in a minute",
-            )
-            raise _Closed
+        return not self._error_bucket.take()
+
+    def _abuse_reason(self) -> str:
+        return f"more than {self.hub.settings.ws_max_errors_per_minute} errors in a minute"
 
     # -- authentication -------------------------------------------------------------------------
 
@@ -336,14 +415,17 @@ class Session:
         return key
 
     # -- publishing -----------------------------------------------------------------------------
+    #
+    # A publish is handled once per frame on the hot path: checks, flags and counters are
+    # written out here rather than spread over helper calls, which cost as much as the work.
 
     def _prepare(
-        self, topic: str, event: Any, key: str | None, index: int | None = None
-    ) -> tuple[NewRecord, str]:
+        self, topic: str, event: Any, key: str | None
+    ) -> tuple[bytes, bytes | None, str | None, str]:
+        """The record of one event: its value, key and idempotency key, and its id."""
         principal = self.principal
         assert principal is not None
-        spec = self.hub.log.topic(topic)
-        check_topic(spec, event)
+        check_topic(self.hub.log.topic(topic), event)
         chosen = bool(event.id)
         event = stamp(
             event,
@@ -351,22 +433,21 @@ class Session:
             user_id=principal.user_id,
             may_act_for_users=principal.is_admin,
         )
-        value = encode_event(event, self.hub.settings.max_event_bytes)
         event_id: str = event.id
         return (
-            NewRecord(
-                value=value,
-                key=key.encode() if key is not None else None,
-                idempotency_key=idempotency_key(principal.organization_id, event_id, chosen),
-            ),
+            encode_event(event, self.hub.settings.max_event_bytes),
+            key.encode() if key is not None else None,
+            idempotency_key(principal.organization_id, event_id, chosen),
             event_id,
         )
 
     def _admit_publish(self, count: int) -> None:
         if self.hub.draining:
             raise Unavailable("The gateway is shutting down; publish again after reconnecting.")
-        assert self.principal is not None
-        self.principal.require("publish")
+        principal = self.principal
+        assert principal is not None
+        if "publish" not in principal.scopes:
+            principal.require("publish")
         if not self._publish_bucket.take(count):
             raise RateLimited(
                 f"More than {self.hub.settings.ws_publish_rate} publishes per second on this "
@@ -375,22 +456,25 @@ class Session:
 
     def _publish(self, frame: f.Publish) -> None:
         self._admit_publish(1)
-        record, event_id = self._prepare(frame.topic, frame.event, frame.key)
+        value, key, idempotency, event_id = self._prepare(frame.topic, frame.event, frame.key)
         # Counted before the call, in case a backend answers at once.
         self._publishes_in_flight += 1
-        self._all_answered.clear()
+        if self._answered:
+            self._answered = False
+            self._all_answered.clear()
         try:
             self.hub.log.produce_soon(
                 frame.topic,
-                record.key,
-                record.value,
+                key,
+                value,
                 functools.partial(self._acked, frame, event_id, time.perf_counter()),
-                idempotency_key=record.idempotency_key,
+                idempotency_key=idempotency,
             )
         except BaseException:
             self._publishes_in_flight -= 1
+            self._check_room()
             raise
-        finally:
+        if self._publishes_in_flight + len(self._in_flight) >= self._max_in_flight:
             self._check_room()
 
     def _publish_batch(self, frame: f.PublishBatch) -> None:
@@ -408,12 +492,13 @@ class Session:
         for index, raw in enumerate(frame.events):
             try:
                 item = items[index] if items is not None else self.codec.decode_item(raw, index)
-                record, event_id = self._prepare(frame.topic, item.event, item.key, index)
+                value, key, idempotency, event_id = self._prepare(frame.topic, item.event, item.key)
             except GatewayError as error:
                 self.hub.metrics.errors.labels(error.code).inc()
                 results.append(f.error_result(error))
             else:
                 results.append(None)
+                record = NewRecord(value=value, key=key, idempotency_key=idempotency)
                 records.append((index, record, event_id))
         self._start(self._produce_batch(frame, results, records))
 
@@ -422,7 +507,6 @@ class Session:
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         self._in_flight.add(future)
-        self._all_answered.clear()
         future.add_done_callback(self._done)
         self._check_room()
 
@@ -431,19 +515,29 @@ class Session:
         self._check_room()
 
     def _check_room(self) -> None:
+        """Bring the two events in line with the publishes and tasks in flight (each is
+        mirrored by a flag, so that the hot path touches neither unless it changes)."""
         busy = self._publishes_in_flight + len(self._in_flight)
-        if busy >= self.hub.settings.ws_max_in_flight:
-            self._room_for_publishes.clear()
-        else:
+        if busy >= self._max_in_flight:
+            if self._room:
+                self._room = False
+                self._room_for_publishes.clear()
+        elif not self._room:
+            self._room = True
             self._room_for_publishes.set()
-            if not busy:
-                self._all_answered.set()
+        if busy and self._answered:
+            self._answered = False
+            self._all_answered.clear()
+        elif not busy and not self._answered:
+            self._answered = True
+            self._all_answered.set()
 
     def _acked(
         self, frame: f.Publish, event_id: str, started: float, produced: Produced | BaseException
     ) -> None:
         self._publishes_in_flight -= 1
-        self._check_room()
+        if not self._room or not self._publishes_in_flight:
+            self._check_room()
         if isinstance(produced, BaseException):
             error = produced
             if isinstance(error, asyncio.CancelledError):
@@ -454,20 +548,26 @@ class Session:
             self.hub.metrics.errors.labels(error.code).inc()
             self.reply(f.error_frame(error, frame.id))
             return
-        metrics = self.hub.metrics
-        metrics.ws_ack_latency.observe(time.perf_counter() - started)
+        self._ack_latency.observe(time.perf_counter() - started)
         if not produced.duplicate:
-            metrics.child(metrics.produced, frame.topic).inc()
-        self.reply(
-            f.Ack(
-                id=frame.id,
-                topic=frame.topic,
-                partition=produced.partition,
-                offset=produced.offset,
-                event_id=event_id,
-                duplicate=produced.duplicate,
+            counter = self._produced.get(frame.topic)
+            if counter is None:
+                metrics = self.hub.metrics
+                counter = self._produced[frame.topic] = metrics.child(metrics.produced, frame.topic)
+            counter.value += 1
+        self.outbox.put(
+            self.codec.encode(
+                f.Ack(
+                    id=frame.id,
+                    topic=frame.topic,
+                    partition=produced.partition,
+                    offset=produced.offset,
+                    event_id=event_id,
+                    duplicate=produced.duplicate,
+                )
             )
         )
+        self._acks_out.value += 1
 
     async def _produce_batch(
         self,
@@ -560,6 +660,10 @@ class Session:
             )
         await subscription.close()
         self.reply(f.Unsubscribed(id=frame.id, sub=frame.sub))
+
+
+def _ignore(frame: Any) -> None:
+    pass
 
 
 class _Closed(Exception):

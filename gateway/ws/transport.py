@@ -18,16 +18,17 @@ close and keep-alive handling and changes three things:
   the queue down to half.
 - **The ``agentmem.transport`` ASGI extension**: the protocol object itself, whose
   ``send_frames`` writes several text or binary messages at once without building an ASGI
-  message (and a ``str``) per frame. Applications served by other servers simply do not see
-  the extension and use plain ASGI sends.
+  message (and a ``str``) per frame, and whose ``on_message`` hook takes received messages
+  in ``data_received`` (see ``OnMessage``). Applications served by other servers simply do
+  not see the extension and use plain ASGI sends and receives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, cast
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -36,6 +37,13 @@ from websockets.protocol import State
 EXTENSION = "agentmem.transport"
 READ_AHEAD_MESSAGES = 64
 READ_AHEAD_BYTES = 1 << 20
+
+OnMessage: TypeAlias = Callable[[str | bytes], bool]
+"""An application's hook for received messages (text as ``str``, binary as ``bytes``),
+called in ``data_received`` while no message waits in the ASGI receive queue. True: the
+hook handled the message; False: it goes to the queue as usual, for ``receive``. A hook
+that takes messages this way must not block, and must keep their order itself: it refuses
+(False) while it is still handling an earlier one."""
 
 _TEXT = 0x81  # FIN + text opcode
 _BINARY = 0x82  # FIN + binary opcode
@@ -125,6 +133,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._queued_bytes = 0
+        self.on_message: OnMessage | None = None
 
     # -- socket ---------------------------------------------------------------------------------
 
@@ -145,6 +154,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.frames = []
         if self.close_sent:
             return
+        hook = self.on_message
         if self.curr_msg_data_type == "text":
             try:
                 text = data.decode()
@@ -153,8 +163,13 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.conn.send_close(1007)
                 self.handle_parser_exception()
                 return
+            # Taken at once only behind nothing: a queued message comes first.
+            if hook is not None and not self.queue.qsize() and hook(text):
+                return
             self.queue.put_nowait({"type": "websocket.receive", "text": text})
         else:
+            if hook is not None and not self.queue.qsize() and hook(data):
+                return
             self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
         self._queued_bytes += len(data)
         if not self.read_paused and (
