@@ -272,7 +272,7 @@ class Session:
             self._handling
             or self.closing
             or self.principal is None
-            or not self._room_for_publishes.is_set()
+            or not self._room
         ):
             return False
         try:

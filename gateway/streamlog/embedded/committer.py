@@ -145,8 +145,9 @@ class GroupCommitter:
     def _enqueue(self, pending: Pending) -> None:
         self._queue.append(pending)
         self._queued_records += len(pending.records)
-        self._idle.clear()
         if self._in_flight is None and not self._send_scheduled:
+            # Otherwise the commit in flight or the send scheduled has cleared it already.
+            self._idle.clear()
             # Sent at the next pass of the loop, with whatever else this pass queues.
             self._send_scheduled = True
             asyncio.get_running_loop().call_soon(self._send)
