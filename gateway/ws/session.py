@@ -268,12 +268,7 @@ class Session:
         """The transport's ``on_message`` hook: handle a publish, ping or pong at once; any
         other frame, or any frame while the reader is busy or there is no room for
         publishes, is left to the reader (False)."""
-        if (
-            self._handling
-            or self.closing
-            or self.principal is None
-            or not self._room
-        ):
+        if self._handling or self.closing or self.principal is None or not self._room:
             return False
         try:
             frame = self.codec.decode(data)

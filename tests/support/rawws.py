@@ -1,5 +1,6 @@
 """A deliberately stalled WebSocket client: a raw socket with a tiny receive buffer that
-handshakes, sends frames, and reads nothing until told to."""
+handshakes, sends frames (several in one segment if asked), and reads nothing until told
+to."""
 
 from __future__ import annotations
 
@@ -26,6 +27,41 @@ class StalledClient:
         assert head.startswith(b"HTTP/1.1 101"), head
 
     def send(self, frame: dict[str, Any]) -> None:
+        self.sock.sendall(self.encode(frame))
+
+    def send_together(self, frames: list[dict[str, Any]]) -> None:
+        """Every frame in one ``sendall``: the server reads them in one segment."""
+        self.sock.sendall(b"".join(map(self.encode, frames)))
+
+    def read_frames(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        """The next ``count`` text frames, decoded (fewer if the server closes first)."""
+        self.sock.settimeout(timeout)
+        frames: list[dict[str, Any]] = []
+        while len(frames) < count:
+            head = self._exactly(2)
+            if head is None:
+                break
+            length = head[1] & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", self._exactly(2) or b"\0\0")
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self._exactly(8) or bytes(8))
+            payload = self._exactly(length) or b""
+            if head[0] & 0x0F == 0x1:
+                frames.append(json.loads(payload))
+        return frames
+
+    def _exactly(self, size: int) -> bytes | None:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    @staticmethod
+    def encode(frame: dict[str, Any]) -> bytes:
         payload = json.dumps(frame).encode()
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
@@ -34,7 +70,7 @@ class StalledClient:
             header = struct.pack("!BB", 0x81, 0x80 | length)
         else:
             header = struct.pack("!BBH", 0x81, 0x80 | 126, length)
-        self.sock.sendall(header + mask + masked)
+        return header + mask + masked
 
     def read_all_frames(self, timeout: float) -> list[tuple[int, bytes]]:
         """Read until the server closes the TCP connection; every (opcode, payload)."""

@@ -14,8 +14,8 @@ MessagePack body. Requests are one commit's ``Work``; each is answered, in order
 Lifetime: the child ends when its stdin closes, which happens when the log closes or the
 gateway dies, even by ``kill -9``; it ignores SIGINT and SIGTERM so that a terminal's
 Ctrl-C or a service manager's stop reaches the gateway alone, which still has publishes to
-commit while it drains. If the child dies, the commit in flight fails with ``Unavailable``
-(it may or may not be written, as with any crash: a re-sent event with the same id is
+commit while it drains. If the child dies, the commits in flight fail with ``Unavailable``
+(they may or may not be written, as with any crash: a re-sent event with the same id is
 written once) and the next commit starts a new child.
 """
 

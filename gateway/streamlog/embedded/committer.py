@@ -1,11 +1,17 @@
 """Group commit: concurrent produce calls share one SQLite transaction.
 
 Producers append to a bounded in-memory queue and wait on a future (or a callback). At
-most one commit is in flight: everything that arrived while the previous transaction was
+most ``MAX_IN_FLIGHT`` commits are in flight: everything that arrived while they were
 committing goes into the next one, so a lone record is committed at once and a crowd is
 committed together. The transaction (``transaction.commit``) runs in the commit process
-or the writer thread, as one call. A producer is answered only after ``COMMIT`` returned,
-which is when the record is durable.
+or the writer thread, as one call; both run commits one after another, in the order they
+were sent. A producer is answered only after ``COMMIT`` returned, which is when the record
+is durable.
+
+Why two: with one, the writer sat idle from the end of each commit until the event loop
+had read its outcome and sent the next, which under load is a whole pass of the loop over
+every busy connection (milliseconds). With a second commit waiting behind the first, the
+writer goes straight on; records still gather into large commits while both are busy.
 
 Queue policy: at most ``queue_limit`` records wait; a producer finding the queue full waits
 for room (backpressure), it is never dropped.
@@ -14,6 +20,7 @@ for room (backpressure), it is never dropped.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeAlias
 
@@ -32,7 +39,11 @@ Outcome: TypeAlias = list[list[Produced]] | Exception
 """What a commit gives: each call's positions, or why it failed."""
 
 Commit = Callable[[Work, Callable[[Outcome], None]], None]
-"""Start one commit of ``Work``; its outcome goes to the callback, on the event loop."""
+"""Start one commit of ``Work``; its outcome goes to the callback, on the event loop.
+Commits run, and are answered, in the order they were started."""
+
+MAX_IN_FLIGHT = 2
+"""Commits sent to the writer and not answered yet."""
 
 
 class Pending:
@@ -67,8 +78,8 @@ class Pending:
 
 
 class GroupCommitter:
-    """Drives the queue: at most one commit in flight, the next one sent the moment the
-    previous one is answered.
+    """Drives the queue: at most ``max_in_flight`` commits in flight, the next one sent
+    the moment there is room for it.
 
     It runs on callbacks, not in a task: a commit's outcome answers its producers and sends
     what queued up meanwhile in the same pass of the event loop, where a task would add a
@@ -82,14 +93,16 @@ class GroupCommitter:
         *,
         queue_limit: int,
         max_records: int,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._commit = commit
+        self._max_in_flight = max_in_flight
         self._on_commit = on_commit
         self._queue_limit = queue_limit
         self._max_records = max_records
         self._queue: list[Pending] = []
         self._queued_records = 0
-        self._in_flight: list[Pending] | None = None
+        self._in_flight: deque[list[Pending]] = deque()
         self._send_scheduled = False
         self._room = asyncio.Event()
         self._room.set()
@@ -100,6 +113,11 @@ class GroupCommitter:
     @property
     def queued_records(self) -> int:
         return self._queued_records
+
+    @property
+    def in_flight(self) -> int:
+        """Commits sent and not answered yet."""
+        return len(self._in_flight)
 
     async def submit(self, topic_id: int, records: Sequence[Placed]) -> Awaitable[list[Produced]]:
         """Queue records; await the result for their positions."""
@@ -145,8 +163,10 @@ class GroupCommitter:
     def _enqueue(self, pending: Pending) -> None:
         self._queue.append(pending)
         self._queued_records += len(pending.records)
-        if self._in_flight is None and not self._send_scheduled:
-            # Otherwise the commit in flight or the send scheduled has cleared it already.
+        self._schedule_send()
+
+    def _schedule_send(self) -> None:
+        if len(self._in_flight) < self._max_in_flight and not self._send_scheduled:
             self._idle.clear()
             # Sent at the next pass of the loop, with whatever else this pass queues.
             self._send_scheduled = True
@@ -154,23 +174,26 @@ class GroupCommitter:
 
     def _send(self) -> None:
         self._send_scheduled = False
-        if self._in_flight is not None:
+        if len(self._in_flight) >= self._max_in_flight:
             return
         if not self._queue:
-            self._idle.set()
+            if not self._in_flight:
+                self._idle.set()
             return
-        batch = self._in_flight = self._take()
+        batch = self._take()
+        self._in_flight.append(batch)
         if self._queued_records < self._queue_limit:
             self._room.set()
         try:
             self._commit([(p.topic_id, p.records) for p in batch], self._committed)
         except Exception as exc:
-            self._committed(exc)
+            # Not started: this batch (the newest in flight) fails alone.
+            self._in_flight.pop()
+            self._answer(batch, exc)
+            self._schedule_send()
 
     def _committed(self, outcome: Outcome) -> None:
-        batch = self._in_flight
-        assert batch is not None
-        self._in_flight = None
+        batch = self._in_flight.popleft()
         # What queued up meanwhile is sent before this commit's producers are answered, so
         # that answering (acks, fan-out wake-ups) and the next commit overlap.
         self._send()

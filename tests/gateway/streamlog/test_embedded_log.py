@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -381,3 +383,35 @@ async def test_wal_is_checkpointed_off_the_commit_path(tmp_path: Path) -> None:
         assert record.value == b"after"
     finally:
         await log.close()
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_a_second_commit_waits_behind_the_first_and_both_answer_in_order(
+    tmp_path: Path, writer: Literal["process", "thread"]
+) -> None:
+    path = tmp_path / "two.sqlite3"
+    log = EmbeddedLog(path, topics=[TopicSpec(name="t", partitions=1)], writer=writer)
+    async with log:
+        committer = log._committer_or_fail()
+        # Another connection holds the write lock: the first commit blocks on it.
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            first = asyncio.ensure_future(log.produce("t", None, b"a"))
+            await asyncio.sleep(0.05)
+            second = asyncio.ensure_future(log.produce("t", None, b"b"))
+            await asyncio.sleep(0.05)
+            third = asyncio.ensure_future(log.produce("t", None, b"c"))
+            await asyncio.sleep(0.05)
+            # Two commits were handed over; the third record waits for room.
+            assert committer.in_flight == 2
+            assert committer.queued_records == 1
+            assert not (first.done() or second.done() or third.done())
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        produced = await asyncio.wait_for(asyncio.gather(first, second, third), 10)
+        assert [p.offset for p in produced] == [0, 1, 2]
+        assert committer.in_flight == 0
+        records = await collect(log.tail("t", start="beginning"), 3)
+        assert [r.value for r in records] == [b"a", b"b", b"c"]

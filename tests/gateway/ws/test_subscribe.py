@@ -494,3 +494,38 @@ async def test_live_deliveries_carry_each_subscriptions_name_and_are_counted(
             break
         await asyncio.sleep(0.05)
     assert _deliveries(server) - before == 20
+
+
+@pytest.mark.parametrize("ahead", [0, 3])
+async def test_frames_in_one_segment_are_handled_in_order(
+    ws_gateway: GatewayProcess, make_token: Callable[..., str], ahead: int
+) -> None:
+    # Publishes are handled as they are read, subscriptions by the session's reader task:
+    # a publish behind a subscribe must still wait for it, or a subscription from "end"
+    # would start after the records published behind it.
+    client = StalledClient("127.0.0.1", ws_gateway.port, f"/ws?token={make_token('seg')}")
+    try:
+        assert client.read_frames(1, 5)[0]["op"] == "welcome"
+        topic = "user-events"
+        before = [
+            {"op": "publish", "id": f"b{i}", "topic": topic, "event": event(f"b{i}")}
+            for i in range(ahead)
+        ]
+        after = [
+            {"op": "publish", "id": f"a{i}", "topic": topic, "event": event(f"a{i}")}
+            for i in range(3)
+        ]
+        subscribe = {"op": "subscribe", "id": "s", "sub": "seg", "topic": topic}
+        client.send_together([*before, subscribe, *after, {"op": "ping", "id": "p"}])
+        frames = client.read_frames(ahead + 1 + 3 + 1 + 3, 10)
+    finally:
+        client.close()
+    ops = [(frame["op"], frame.get("id")) for frame in frames]
+    # Every frame is answered, the pong after the subscription's answer.
+    assert ops.index(("subscribed", "s")) < ops.index(("pong", "p"))
+    mine = [
+        frame["data"]["payload"]["action"]
+        for frame in frames
+        if frame["op"] == "event" and frame["data"]["user_id"] == "seg"
+    ]
+    assert mine == ["a0", "a1", "a2"]
