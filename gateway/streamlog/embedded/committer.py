@@ -163,7 +163,8 @@ class GroupCommitter:
     def _enqueue(self, pending: Pending) -> None:
         self._queue.append(pending)
         self._queued_records += len(pending.records)
-        self._schedule_send()
+        if not self._send_scheduled and len(self._in_flight) < self._max_in_flight:
+            self._schedule_send()
 
     def _schedule_send(self) -> None:
         if len(self._in_flight) < self._max_in_flight and not self._send_scheduled:
@@ -224,6 +225,17 @@ class GroupCommitter:
             for pending in batch:
                 pending.answer(error)
             return
+        topic_ids = set()
         for pending, result in zip(batch, outcome, strict=True):
-            pending.answer(result)
-        self._on_commit({p.topic_id for p in batch})
+            topic_ids.add(pending.topic_id)
+            done = pending.done
+            if done is None:
+                pending.answer(result)
+                continue
+            # A single record's callback, called here rather than through ``answer``: this
+            # loop runs once per record acknowledged.
+            try:
+                done(result[0])
+            except Exception:
+                logger.exception("produce_callback_failed")
+        self._on_commit(topic_ids)
