@@ -79,6 +79,7 @@ class Session:
         self.last_ping = self.connected_at
         self.warned_expiry = False
         self.closing = False
+        self._close_requested = False
         self.close_code: int | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self._asgi_send = websocket._send
@@ -171,6 +172,7 @@ class Session:
         if self.closing:
             return
         self.closing = True
+        self._close_requested = True
         self.close_code = code
         self.hub.metrics.ws_disconnects.labels(str(code)).inc()
         self.outbox.close()
@@ -252,7 +254,7 @@ class Session:
             if kind == "websocket.disconnect":
                 self.websocket.client_state = WebSocketState.DISCONNECTED
                 self.close_code = message.get("code", 1000)
-                self.closing = True
+                self.closing = self._close_requested = True
                 return
             data = message.get("text")
             if data is None:
@@ -268,7 +270,7 @@ class Session:
         """The transport's ``on_message`` hook: handle a publish, ping or pong at once; any
         other frame, or any frame while the reader is busy or there is no room for
         publishes, is left to the reader (False)."""
-        if self._handling or self.closing or self.principal is None or not self._room:
+        if self._handling or self._close_requested or self.principal is None or not self._room:
             return False
         try:
             frame = self.codec.decode(data)
@@ -296,6 +298,10 @@ class Session:
         self.reply(f.ServerPong(id=frame.id))
 
     def _close_soon(self, code: int, reason: str) -> None:
+        # Frames read after this one (in the same segment) go to the reader, which stops.
+        if self._close_requested:
+            return
+        self._close_requested = True
         task = asyncio.ensure_future(self.close(code, reason))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)

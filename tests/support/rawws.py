@@ -34,21 +34,29 @@ class StalledClient:
         self.sock.sendall(b"".join(map(self.encode, frames)))
 
     def read_frames(self, count: int, timeout: float) -> list[dict[str, Any]]:
-        """The next ``count`` text frames, decoded (fewer if the server closes first)."""
+        """The next ``count`` text frames, decoded; a close frame ends the list as
+        ``{"close": code}`` (fewer frames if the server closes or ``timeout`` passes)."""
         self.sock.settimeout(timeout)
         frames: list[dict[str, Any]] = []
-        while len(frames) < count:
-            head = self._exactly(2)
-            if head is None:
-                break
-            length = head[1] & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", self._exactly(2) or b"\0\0")
-            elif length == 127:
-                (length,) = struct.unpack("!Q", self._exactly(8) or bytes(8))
-            payload = self._exactly(length) or b""
-            if head[0] & 0x0F == 0x1:
-                frames.append(json.loads(payload))
+        try:
+            while len(frames) < count:
+                head = self._exactly(2)
+                if head is None:
+                    break
+                length = head[1] & 0x7F
+                if length == 126:
+                    (length,) = struct.unpack("!H", self._exactly(2) or b"\0\0")
+                elif length == 127:
+                    (length,) = struct.unpack("!Q", self._exactly(8) or bytes(8))
+                payload = self._exactly(length) or b""
+                opcode = head[0] & 0x0F
+                if opcode == 0x1:
+                    frames.append(json.loads(payload))
+                elif opcode == 0x8:
+                    frames.append({"close": struct.unpack("!H", payload[:2])[0]})
+                    break
+        except TimeoutError:
+            pass
         return frames
 
     def _exactly(self, size: int) -> bytes | None:

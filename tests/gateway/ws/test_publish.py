@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from rawws import StalledClient
 from servers import GatewayProcess
 from wsclient import WsClient, event
 
@@ -284,3 +285,27 @@ async def test_rate_limit_and_error_budget(
     for _ in range(10):
         await client.send({"op": "nonsense"})
     assert await client.close_code() == 4502
+
+
+async def test_the_error_budget_holds_within_one_segment(
+    custom_gateway: Callable[..., GatewayProcess], make_token: Callable[..., str]
+) -> None:
+    # Publishes are refused as they are read: ten bad ones in one segment must not be
+    # answered past the budget before the session closes.
+    server = custom_gateway(ws_max_errors_per_minute="3")
+    client = StalledClient("127.0.0.1", server.port, f"/ws?token={make_token()}")
+    try:
+        assert client.read_frames(1, 5)[0]["op"] == "welcome"
+        client.send_together(
+            [
+                {"op": "publish", "id": i, "topic": "no-such-topic", "event": event()}
+                for i in range(10)
+            ]
+        )
+        frames = client.read_frames(20, 10)
+    finally:
+        client.close()
+    errors = [frame for frame in frames if frame.get("op") == "error"]
+    # Three within the budget, and the one past it.
+    assert [e["code"] for e in errors] == ["unknown_topic"] * 4
+    assert frames[-1] == {"close": 4502}
