@@ -167,11 +167,11 @@ class GroupCommitter:
             self._schedule_send()
 
     def _schedule_send(self) -> None:
-        if len(self._in_flight) < self._max_in_flight and not self._send_scheduled:
-            self._idle.clear()
-            # Sent at the next pass of the loop, with whatever else this pass queues.
-            self._send_scheduled = True
-            asyncio.get_running_loop().call_soon(self._send)
+        """Send at the next pass of the loop, with whatever else this pass queues (the
+        caller has checked that a send is neither scheduled nor without room)."""
+        self._idle.clear()
+        self._send_scheduled = True
+        asyncio.get_running_loop().call_soon(self._send)
 
     def _send(self) -> None:
         self._send_scheduled = False
