@@ -191,7 +191,8 @@ class GroupCommitter:
             # Not started: this batch (the newest in flight) fails alone.
             self._in_flight.pop()
             self._answer(batch, exc)
-            self._schedule_send()
+            if not self._send_scheduled:
+                self._schedule_send()
 
     def _committed(self, outcome: Outcome) -> None:
         batch = self._in_flight.popleft()
