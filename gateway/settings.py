@@ -344,8 +344,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "ws_implementation",
         _choice("gateway", "websockets-sansio", "websockets", "wsproto"),
         "WebSocket protocol under uvicorn: `gateway` is uvicorn's sans-I/O one with coalesced "
-        "writes and a bounded read-ahead (gateway/ws/transport.py); the others are uvicorn's "
-        "own (see docs/benchmarks.md).",
+        "writes, a bounded read-ahead, and publishes handled as they are read "
+        "(gateway/ws/transport.py); the others are uvicorn's own, through which every frame "
+        "goes to the session's reader task (see docs/benchmarks.md).",
     ),
     SettingSpec(
         "event_loop",

@@ -112,7 +112,7 @@ def test_publish_benchmark_runs_against_the_target(running: GatewayProcess, tmp_
     rows = report(out)["publish"]
     assert [r["scenario"] for r in rows] == [
         "publish, 1 conn x window 64",
-        "publish, 50 conn x window 16",
+        "publish, 50 conn x window 16, median of 3 pairs",
         "publish, 500 conn x window 2",
         "publish, 50 conn x window 16, client event ids",
         "publish_batch of 100, 10 conn x window 4",
@@ -120,6 +120,8 @@ def test_publish_benchmark_runs_against_the_target(running: GatewayProcess, tmp_
     ]
     for row in rows:
         assert row["gateway_events_per_s"] > 0 and row["bare_events_per_s"] > 0, row
+    low, high = map(float, rows[1]["share_range"].split("-"))
+    assert low <= rows[1]["share_of_bare"] <= high
 
 
 def test_a_wrong_secret_is_named_with_its_fix(running: GatewayProcess) -> None:
