@@ -15,7 +15,7 @@ from collections import Counter
 import structlog
 
 from gateway.auth.tokens import TokenAuthority
-from gateway.metrics import Metrics
+from gateway.metrics import LoopCounter, Metrics
 from gateway.settings import Settings
 from gateway.streamlog.interface import StreamLog
 from gateway.waiting import wait_event
@@ -42,6 +42,12 @@ class Hub:
         self.log = log
         self.tokens = tokens
         self.metrics = metrics
+        # Counters every session bumps per frame, looked up once for all of them.
+        self.frames_in: dict[str, LoopCounter.Child] = {
+            op: metrics.child(metrics.ws_frames_in, op) for op in f.CLIENT_OPS
+        }
+        self.acks_out: LoopCounter.Child = metrics.child(metrics.ws_frames_out, "ack")
+        self.produced: dict[str, LoopCounter.Child] = {}
         self.sessions: set[Session] = set()
         self.draining = False
         self._feeds: dict[str, TopicFeed] = {}

@@ -41,7 +41,6 @@ from gateway.errors import (
     Unavailable,
     UnknownSubscription,
 )
-from gateway.metrics import LoopCounter
 from gateway.schemas.envelope import check_topic, encode_event, idempotency_key, stamp
 from gateway.smartmodules import SmartModuleError
 from gateway.streamlog.interface import NewRecord, Produced
@@ -110,19 +109,6 @@ class Session:
         self._counted_user: tuple[str, str] | None = None
         # Set while the reader task handles a frame: frames behind it must wait their turn.
         self._handling = False
-        metrics = hub.metrics
-        self._inline: dict[type[Any], tuple[Callable[[Any], None], LoopCounter.Child]] = {
-            frame: (handler, metrics.child(metrics.ws_frames_in, str(frame.__struct_config__.tag)))
-            for frame, handler in (
-                (f.Publish, self._publish),
-                (f.PublishBatch, self._publish_batch),
-                (f.Ping, self._ping),
-                (f.Pong, _ignore),
-            )
-        }
-        self._acks_out: LoopCounter.Child = metrics.child(metrics.ws_frames_out, "ack")
-        self._ack_latency = metrics.ws_ack_latency
-        self._produced: dict[str, LoopCounter.Child] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -276,15 +262,15 @@ class Session:
             frame = self.codec.decode(data)
         except f.FrameError:
             return False
-        inline = self._inline.get(type(frame))
+        inline = _INLINE.get(type(frame))
         if inline is None:
             # Decoded twice, by the reader again: only for the rare ops.
             return False
-        handler, frames_in = inline
-        frames_in.value += 1
+        handler, op = inline
+        self.hub.frames_in[op].value += 1
         self.last_seen = time.monotonic()
         try:
-            handler(frame)
+            handler(self, frame)
         except GatewayError as error:
             if self._refuse(error, getattr(frame, "id", None)):
                 self._close_soon(CloseCode.PROTOCOL_VIOLATION, self._abuse_reason())
@@ -549,12 +535,13 @@ class Session:
             self.hub.metrics.errors.labels(error.code).inc()
             self.reply(f.error_frame(error, frame.id))
             return
-        self._ack_latency.observe(time.perf_counter() - started)
+        hub = self.hub
+        hub.metrics.ws_ack_latency.observe(time.perf_counter() - started)
         if not produced.duplicate:
-            counter = self._produced.get(frame.topic)
+            counter = hub.produced.get(frame.topic)
             if counter is None:
-                metrics = self.hub.metrics
-                counter = self._produced[frame.topic] = metrics.child(metrics.produced, frame.topic)
+                metrics = hub.metrics
+                counter = hub.produced[frame.topic] = metrics.child(metrics.produced, frame.topic)
             counter.value += 1
         self.outbox.put(
             self.codec.encode(
@@ -568,7 +555,7 @@ class Session:
                 )
             )
         )
-        self._acks_out.value += 1
+        hub.acks_out.value += 1
 
     async def _produce_batch(
         self,
@@ -663,8 +650,20 @@ class Session:
         self.reply(f.Unsubscribed(id=frame.id, sub=frame.sub))
 
 
-def _ignore(frame: Any) -> None:
+def _ignore(session: Session, frame: Any) -> None:
     pass
+
+
+_INLINE: dict[type[Any], tuple[Callable[[Session, Any], None], str]] = {
+    frame: (handler, str(frame.__struct_config__.tag))
+    for frame, handler in (
+        (f.Publish, Session._publish),
+        (f.PublishBatch, Session._publish_batch),
+        (f.Ping, Session._ping),
+        (f.Pong, _ignore),
+    )
+}
+"""Frames a session handles as they are read (``Session._on_message``), with their op."""
 
 
 class _Closed(Exception):
