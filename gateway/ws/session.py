@@ -233,8 +233,6 @@ class Session:
         # The raw ASGI receive: the session tracks the connection's state itself.
         receive = self._asgi_receive
         while not self.closing:
-            if not self._room_for_publishes.is_set():
-                await self._room_for_publishes.wait()
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
@@ -246,8 +244,13 @@ class Session:
             if data is None:
                 data = message.get("bytes", b"")
             self.last_seen = time.monotonic()
+            # Held from here: frames read meanwhile queue behind this one.
             self._handling = True
             try:
+                # The room is checked with the frame in hand: publishes taken as they were
+                # read may have filled it while this task waited for a frame.
+                if not self._room:
+                    await self._room_for_publishes.wait()
                 await self._handle(data)
             finally:
                 self._handling = False

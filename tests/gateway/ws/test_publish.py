@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -309,3 +310,44 @@ async def test_the_error_budget_holds_within_one_segment(
     # Three within the budget, and the one past it.
     assert [e["code"] for e in errors] == ["unknown_topic"] * 4
     assert frames[-1] == {"close": 4502}
+
+
+async def test_a_session_at_its_in_flight_limit_stops_reading_until_acks_go_out(
+    custom_gateway: Callable[..., GatewayProcess], make_token: Callable[..., str]
+) -> None:
+    server = custom_gateway(ws_max_in_flight="4")
+    client = StalledClient("127.0.0.1", server.port, f"/ws?token={make_token('limit')}")
+
+    def publishes_read() -> float:
+        text = httpx.get(server.url + "/metrics", timeout=5).text
+        line = next(
+            line
+            for line in text.splitlines()
+            if line.startswith('agentmem_ws_frames_in_total{op="publish"}')
+        )
+        return float(line.split()[-1])
+
+    # Another connection holds the log's write lock: no commit ends, no ack goes out.
+    blocker = sqlite3.connect(server.data_dir / "log.sqlite3", isolation_level=None)
+    try:
+        assert client.read_frames(1, 5)[0]["op"] == "welcome"
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            client.send_together(
+                [
+                    {"op": "publish", "id": i, "topic": "user-events", "event": event(f"e{i}")}
+                    for i in range(20)
+                ]
+            )
+            await asyncio.sleep(1.0)
+            # Four publishes were taken; the other sixteen wait unread.
+            assert publishes_read() == 4
+        finally:
+            blocker.execute("ROLLBACK")
+        frames = client.read_frames(20, 15)
+    finally:
+        blocker.close()
+        client.close()
+    acks = [frame for frame in frames if frame["op"] == "ack"]
+    assert sorted(ack["id"] for ack in acks) == list(range(20))
+    assert publishes_read() == 20
