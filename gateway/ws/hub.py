@@ -47,7 +47,6 @@ class Hub:
             op: metrics.child(metrics.ws_frames_in, op) for op in f.CLIENT_OPS
         }
         self.acks_out: LoopCounter.Child = metrics.child(metrics.ws_frames_out, "ack")
-        self.produced: dict[str, LoopCounter.Child] = {}
         self.sessions: set[Session] = set()
         self.draining = False
         self._feeds: dict[str, TopicFeed] = {}

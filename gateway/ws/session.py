@@ -539,13 +539,10 @@ class Session:
             self.reply(f.error_frame(error, frame.id))
             return
         hub = self.hub
-        hub.metrics.ws_ack_latency.observe(time.perf_counter() - started)
+        metrics = hub.metrics
+        metrics.ws_ack_latency.observe(time.perf_counter() - started)
         if not produced.duplicate:
-            counter = hub.produced.get(frame.topic)
-            if counter is None:
-                metrics = hub.metrics
-                counter = hub.produced[frame.topic] = metrics.child(metrics.produced, frame.topic)
-            counter.value += 1
+            metrics.child(metrics.produced, frame.topic).value += 1
         self.outbox.put(
             self.codec.encode(
                 f.Ack(

@@ -60,6 +60,16 @@ def frame_header(first: int, size: int) -> bytes:
     return _LARGE.pack(first, 127, size)
 
 
+def _framed(frames: Sequence[bytes], binary: bool) -> list[bytes]:
+    """Each frame behind its header, as whole text (or binary) messages."""
+    first = _BINARY if binary else _TEXT
+    chunks: list[bytes] = []
+    for frame in frames:
+        chunks.append(frame_header(first, len(frame)))
+        chunks.append(frame)
+    return chunks
+
+
 class _CoalescingTransport:
     """Wraps the socket transport: ``write`` gathers, the loop's next pass writes once."""
 
@@ -84,11 +94,6 @@ class _CoalescingTransport:
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
-
-    @property
-    def waiting(self) -> bool:
-        """Whether writes of this pass of the loop wait for the socket."""
-        return bool(self._pending)
 
     @property
     def pending_bytes(self) -> int:
@@ -201,11 +206,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         having written nothing, otherwise; ``send_frames`` is then the way.
         """
         transport = cast(_CoalescingTransport, self.transport)
-        size = sum(map(len, frames))
-        if transport.waiting:
-            size += transport.pending_bytes
         if (
-            size > limit
+            sum(map(len, frames)) + transport.pending_bytes > limit
             or self.disconnected
             or self.close_sent
             or not self.writable.is_set()
@@ -214,16 +216,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             or transport.inner.is_closing()
         ):
             return False
-        first = _BINARY if binary else _TEXT
-        if len(frames) == 1:
-            frame = frames[0]
-            transport.write_now(frame_header(first, len(frame)) + frame)
-        else:
-            chunks: list[bytes] = []
-            for frame in frames:
-                chunks.append(frame_header(first, len(frame)))
-                chunks.append(frame)
-            transport.write_now(b"".join(chunks))
+        transport.write_now(b"".join(_framed(frames, binary)))
         return True
 
     def send_frames(self, frames: Sequence[bytes], binary: bool) -> None:
@@ -249,9 +242,4 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
                     self.conn.send_text(frame)
             self.transport.writelines(self.conn.data_to_send())
             return
-        first = _BINARY if binary else _TEXT
-        chunks: list[bytes] = []
-        for frame in frames:
-            chunks.append(frame_header(first, len(frame)))
-            chunks.append(frame)
-        self.transport.writelines(chunks)
+        self.transport.writelines(_framed(frames, binary))

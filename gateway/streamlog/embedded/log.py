@@ -360,11 +360,8 @@ class EmbeddedLog(StreamLog):
         idempotency_key: str | None = None,
     ) -> None:
         entry = self._get(topic)
-        committer = self._committer
-        if committer is None or self._closed:
-            committer = self._committer_or_fail()
         placed = (entry.partitioner(key), key, value, (), idempotency_key)
-        if not committer.submit_soon(entry.id, placed, done):
+        if not self._committer_or_fail().submit_soon(entry.id, placed, done):
             # The queue is full: wait for room like ``produce``.
             super().produce_soon(topic, key, value, done, idempotency_key=idempotency_key)
 

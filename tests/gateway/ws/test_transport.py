@@ -30,6 +30,17 @@ async def _lifespan(receive: Any, send: Any) -> None:
     await send({"type": "lifespan.shutdown.complete"})
 
 
+async def _accepted(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    """Serve the lifespan (then None), or accept the WebSocket session and return what its
+    scope offers as the transport extension."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return None
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    return scope["extensions"].get(EXTENSION)
+
+
 @contextlib.asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[int]:
     """Serve ``app`` with the gateway's protocol on a free port; yields the port."""
@@ -59,12 +70,9 @@ class App:
         self.extension_seen = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        transport = await _accepted(scope, receive, send)
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
             return
-        assert (await receive())["type"] == "websocket.connect"
-        await send({"type": "websocket.accept"})
-        transport = scope["extensions"].get(EXTENSION)
         self.extension_seen = isinstance(transport, GatewayWebSocketProtocol)
         await self.release.wait()
         while True:
@@ -166,12 +174,9 @@ class DirectApp:
         self.seen_while_blocked = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+        transport: GatewayWebSocketProtocol | None = await _accepted(scope, receive, send)
+        if transport is None:
             return
-        assert (await receive())["type"] == "websocket.connect"
-        await send({"type": "websocket.accept"})
-        transport: GatewayWebSocketProtocol = scope["extensions"][EXTENSION]
         await receive()
         # More than the limit at once is refused, written to an idle socket or not.
         self.answers.append(transport.send_now([b"big" * 200, b"x"], binary=True, limit=600))
