@@ -73,16 +73,22 @@ class _Pauses:
 PAUSES = _Pauses()
 
 
+def freeze() -> int:
+    """``settle()`` without its log line and metrics, for a child process that serves no
+    metrics and whose output is not the server's log."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    return gc.get_freeze_count()
+
+
 def settle() -> int:
     """Collect, then exempt every surviving object from later collections and raise the
     young generation's threshold; returns how many objects are frozen. Call it once the
     process has started and before it serves."""
     started = time.perf_counter()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    frozen = freeze()
     PAUSES.install()
-    frozen = gc.get_freeze_count()
     logger.info(
         "heap_settled",
         frozen_objects=frozen,

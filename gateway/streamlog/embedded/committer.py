@@ -47,29 +47,40 @@ MAX_IN_FLIGHT = 2
 
 
 class Pending:
-    """One produce call waiting for its commit (several records when it is a batch): its
-    future, or for a single record possibly a ``Done`` callback instead."""
+    """What one commit entry answers: a produce call (several records when it is a batch)
+    waiting on its future, or a run of single records queued one after another for the
+    same topic, each with its ``Done`` callback.
 
-    __slots__ = ("done", "future", "records", "topic_id")
+    A run is one entry of the commit's ``Work`` however many records it holds, so a crowd
+    of single publishes costs the commit one entry and one list of positions, not one of
+    each per record.
+    """
+
+    __slots__ = ("dones", "future", "records", "topic_id")
 
     def __init__(
         self,
         topic_id: int,
-        records: Sequence[Placed],
+        records: list[Placed],
         future: asyncio.Future[list[Produced]] | None,
-        done: Done | None = None,
+        dones: list[Done] | None = None,
     ) -> None:
         self.topic_id = topic_id
         self.records = records
         self.future = future
-        self.done = done
+        self.dones = dones
 
     def answer(self, result: list[Produced] | BaseException) -> None:
-        if self.done is not None:
-            try:
-                self.done(result if isinstance(result, BaseException) else result[0])
-            except Exception:
-                logger.exception("produce_callback_failed")
+        dones = self.dones
+        if dones is not None:
+            outcomes: Sequence[Produced | BaseException] = (
+                [result] * len(dones) if isinstance(result, BaseException) else result
+            )
+            for done, outcome in zip(dones, outcomes, strict=True):
+                try:
+                    done(outcome)
+                except Exception:
+                    logger.exception("produce_callback_failed")
         elif self.future is not None and not self.future.done():
             if isinstance(result, BaseException):
                 self.future.set_exception(result)
@@ -129,7 +140,7 @@ class GroupCommitter:
         if self._closing:
             raise Unavailable("The stream log is shutting down; retry against another gateway.")
         future: asyncio.Future[list[Produced]] = asyncio.get_running_loop().create_future()
-        self._enqueue(Pending(topic_id, records, future))
+        self._enqueue(Pending(topic_id, list(records), future))
         return future
 
     def submit_nowait(
@@ -141,7 +152,7 @@ class GroupCommitter:
         if self._queued_records and self._queued_records + len(records) > self._queue_limit:
             return None
         future: asyncio.Future[list[Produced]] = asyncio.get_running_loop().create_future()
-        self._enqueue(Pending(topic_id, records, future))
+        self._enqueue(Pending(topic_id, list(records), future))
         return future
 
     def submit_soon(self, topic_id: int, record: Placed, done: Done) -> bool:
@@ -149,9 +160,20 @@ class GroupCommitter:
         (the caller must wait for room with ``submit``)."""
         if self._closing:
             raise Unavailable("The stream log is shutting down; retry against another gateway.")
-        if self._queued_records and self._queued_records + 1 > self._queue_limit:
+        queued = self._queued_records
+        if queued and queued + 1 > self._queue_limit:
             return False
-        self._enqueue(Pending(topic_id, (record,), None, done))
+        queue = self._queue
+        if queue:
+            last = queue[-1]
+            dones = last.dones
+            # Joins the run queued last when it is one for the same topic with room.
+            if dones is not None and last.topic_id == topic_id and len(dones) < self._max_records:
+                last.records.append(record)
+                dones.append(done)
+                self._queued_records = queued + 1
+                return True
+        self._enqueue(Pending(topic_id, [record], None, [done]))
         return True
 
     async def close(self) -> None:
@@ -175,24 +197,20 @@ class GroupCommitter:
 
     def _send(self) -> None:
         self._send_scheduled = False
-        if len(self._in_flight) >= self._max_in_flight:
-            return
-        if not self._queue:
-            if not self._in_flight:
-                self._idle.set()
-            return
-        batch = self._take()
-        self._in_flight.append(batch)
-        if self._queued_records < self._queue_limit:
-            self._room.set()
-        try:
-            self._commit([(p.topic_id, p.records) for p in batch], self._committed)
-        except Exception as exc:
-            # Not started: this batch (the newest in flight) fails alone.
-            self._in_flight.pop()
-            self._answer(batch, exc)
-            if not self._send_scheduled:
-                self._schedule_send()
+        # More than one commit starts here when more than ``max_records`` records wait.
+        while self._queue and len(self._in_flight) < self._max_in_flight:
+            batch = self._take()
+            self._in_flight.append(batch)
+            if self._queued_records < self._queue_limit:
+                self._room.set()
+            try:
+                self._commit([(p.topic_id, p.records) for p in batch], self._committed)
+            except Exception as exc:
+                # Not started: this batch (the newest in flight) fails alone.
+                self._in_flight.pop()
+                self._answer(batch, exc)
+        if not self._queue and not self._in_flight:
+            self._idle.set()
 
     def _committed(self, outcome: Outcome) -> None:
         batch = self._in_flight.popleft()
@@ -229,14 +247,15 @@ class GroupCommitter:
         topic_ids = set()
         for pending, result in zip(batch, outcome, strict=True):
             topic_ids.add(pending.topic_id)
-            done = pending.done
-            if done is None:
+            dones = pending.dones
+            if dones is None:
                 pending.answer(result)
                 continue
-            # A single record's callback, called here rather than through ``answer``: this
+            # Single records' callbacks, called here rather than through ``answer``: this
             # loop runs once per record acknowledged.
-            try:
-                done(result[0])
-            except Exception:
-                logger.exception("produce_callback_failed")
+            for done, produced in zip(dones, result, strict=True):
+                try:
+                    done(produced)
+                except Exception:
+                    logger.exception("produce_callback_failed")
         self._on_commit(topic_ids)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 import sys
 import time
@@ -12,9 +14,10 @@ from typing import Literal
 
 import pytest
 
-from gateway.errors import InvalidOffset, TopicExists, UnknownTopic
+from gateway.errors import InvalidOffset, TopicExists, Unavailable, UnknownTopic
 from gateway.streamlog.embedded import EmbeddedLog
-from gateway.streamlog.interface import NewRecord, Record, Tail, TopicSpec
+from gateway.streamlog.embedded.committer import Done
+from gateway.streamlog.interface import NewRecord, Produced, Record, Tail, TopicSpec
 from gateway.streamlog.partitioner import partition_for_key
 
 
@@ -415,3 +418,105 @@ async def test_a_second_commit_waits_behind_the_first_and_both_answer_in_order(
         assert committer.in_flight == 0
         records = await collect(log.tail("t", start="beginning"), 3)
         assert [r.value for r in records] == [b"a", b"b", b"c"]
+
+
+class Answers:
+    """Collects what ``produce_soon`` callbacks are called with, by record."""
+
+    def __init__(self) -> None:
+        self.calls: defaultdict[str, list[Produced | BaseException]] = defaultdict(list)
+
+    def callback(self, name: str) -> Done:
+        return lambda outcome: self.calls[name].append(outcome)
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.calls) < count:
+                await asyncio.sleep(0.01)
+
+
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection holding the write lock: commits block on it until released."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+async def test_single_records_share_commit_entries_and_keep_their_order(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite3"
+    log = EmbeddedLog(
+        path,
+        topics=[TopicSpec(name="t", partitions=1), TopicSpec(name="u", partitions=1)],
+        commit_max_records=5,
+    )
+    answers = Answers()
+    async with log:
+        committer = log._committer_or_fail()
+        blocker = hold_write_lock(path)
+        try:
+            for i in range(7):
+                log.produce_soon("t", None, b"t%d" % i, answers.callback(f"t{i}"))
+            # Seven single records, at most five per commit: two commits in flight.
+            await asyncio.sleep(0.05)
+            assert (committer.in_flight, committer.queued_records) == (2, 0)
+            log.produce_soon("t", None, b"t7", answers.callback("t7"))
+            batch = asyncio.ensure_future(
+                log.produce_batch("t", [NewRecord(value=b"b0"), NewRecord(value=b"b1")])
+            )
+            await asyncio.sleep(0.05)
+            log.produce_soon("u", None, b"u0", answers.callback("u0"))
+            log.produce_soon("t", None, b"t8", answers.callback("t8"))
+            log.produce_soon("t", None, b"t9", answers.callback("t9"))
+            await asyncio.sleep(0.05)
+            assert committer.queued_records == 6
+            assert not answers.calls
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await answers.wait_for(11)
+        batch_positions = await asyncio.wait_for(batch, 10)
+    assert all(len(calls) == 1 for calls in answers.calls.values())
+    offsets = {name: calls[0].offset for name, calls in answers.calls.items()}  # type: ignore[union-attr]
+    assert [offsets[f"t{i}"] for i in range(8)] == list(range(8))
+    assert [p.offset for p in batch_positions] == [8, 9]
+    assert [offsets["t8"], offsets["t9"], offsets["u0"]] == [10, 11, 0]
+
+
+async def test_a_failed_commit_answers_every_single_record_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "fail.sqlite3"
+    log = EmbeddedLog(path, topics=[TopicSpec(name="t", partitions=1)], commit_max_records=5)
+    answers = Answers()
+    async with log:
+        blocker = hold_write_lock(path)
+        try:
+            for i in range(7):
+                log.produce_soon("t", None, b"%d" % i, answers.callback(str(i)))
+            await asyncio.sleep(0.05)
+            assert log._process is not None and log._process.pid is not None
+            os.kill(log._process.pid, signal.SIGKILL)
+            await answers.wait_for(7)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert sorted(answers.calls) == [str(i) for i in range(7)]
+        for calls in answers.calls.values():
+            assert len(calls) == 1 and isinstance(calls[0], Unavailable)
+        # The next commit starts a new commit process.
+        again = await log.produce("t", None, b"after")
+        assert again.offset == 0
+
+
+async def test_a_commit_that_cannot_be_handed_over_fails_alone(tmp_path: Path) -> None:
+    log = EmbeddedLog(
+        tmp_path / "alone.sqlite3", topics=[TopicSpec(name="t", partitions=1)], commit_max_records=1
+    )
+    async with log:
+        # A header value the commit process's wire format cannot carry: encoding it for the
+        # hand-over raises before anything reaches the commit process.
+        unsendable = NewRecord(value=b"x", headers=(("h", object()),))  # type: ignore[arg-type]
+        bad = asyncio.ensure_future(log.produce_batch("t", [unsendable]))
+        good = [asyncio.ensure_future(log.produce("t", None, b"g%d" % i)) for i in range(3)]
+        with pytest.raises(Unavailable, match="could not commit"):
+            await asyncio.wait_for(bad, 10)
+        produced = await asyncio.wait_for(asyncio.gather(*good), 10)
+        assert [p.offset for p in produced] == [0, 1, 2]
