@@ -9,7 +9,7 @@ metrics take a lock per update, a cost the hot paths paid several times per publ
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -65,6 +65,21 @@ class LoopCounter(Collector):
         else:
             family.add_metric([], self._unlabelled.value)
         yield family
+
+
+class ScrapedCounter(Collector):
+    """A counter kept by another part (the stream log), read from ``source`` when
+    ``/metrics`` is scraped; 0 until a source is set."""
+
+    def __init__(self, name: str, documentation: str, *, registry: Any) -> None:
+        self._name = name
+        self._documentation = documentation
+        self.source: Callable[[], float] | None = None
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        value = 0.0 if self.source is None else self.source()
+        yield CounterMetricFamily(self._name, self._documentation, value=value)
 
 
 class LoopHistogram(Collector):
@@ -155,6 +170,16 @@ class Metrics:
         self.log_writer_restarts = Gauge(
             "agentmem_log_writer_restarts",
             "Times the log's commit process died and was replaced since start",
+            registry=r,
+        )
+        self.log_group_commits = ScrapedCounter(
+            "agentmem_log_group_commits",
+            "Group commits of the stream log since start",
+            registry=r,
+        )
+        self.log_committed_records = ScrapedCounter(
+            "agentmem_log_committed_records",
+            "Records answered by the stream log's group commits since start, duplicates included",
             registry=r,
         )
         r.register(HeapCollector())

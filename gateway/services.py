@@ -29,6 +29,8 @@ class Services:
         self.tokens = TokenAuthority.from_settings(settings.jwt_secret, settings.data_dir)
         self.metrics = Metrics()
         self.log = open_log(settings)
+        self.metrics.log_group_commits.source = lambda: self.log.group_commits
+        self.metrics.log_committed_records.source = lambda: self.log.committed_records
         self.smartmodules = open_registry(settings)
         self.hub = Hub(
             settings, self.log, self.tokens, self.metrics, FilterChains(self.smartmodules)

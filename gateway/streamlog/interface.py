@@ -145,6 +145,16 @@ class StreamLog(abc.ABC):
         """Times the backend's writing process died and was replaced (0 when it has none)."""
         return 0
 
+    @property
+    def group_commits(self) -> int:
+        """Group commits done since the log opened (0 when the backend does not group)."""
+        return 0
+
+    @property
+    def committed_records(self) -> int:
+        """Records answered by those group commits, duplicates included."""
+        return 0
+
     # -- topics ---------------------------------------------------------------------------
 
     @abc.abstractmethod

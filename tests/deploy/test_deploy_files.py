@@ -982,6 +982,8 @@ def test_every_queried_metric_is_exported_by_the_gateway() -> None:
         "agentmem_ws_deliveries",
         "agentmem_ws_disconnects",
         "agentmem_produce_queue_records",
+        "agentmem_log_group_commits",
+        "agentmem_log_committed_records",
     }
 
 

@@ -120,6 +120,10 @@ class GroupCommitter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self.commits = 0
+        """Commits done (answered with positions) since the committer started."""
+        self.committed_records = 0
+        """Records those commits wrote or found already written (duplicates)."""
 
     @property
     def queued_records(self) -> int:
@@ -244,9 +248,11 @@ class GroupCommitter:
             for pending in batch:
                 pending.answer(error)
             return
+        self.commits += 1
         topic_ids = set()
         for pending, result in zip(batch, outcome, strict=True):
             topic_ids.add(pending.topic_id)
+            self.committed_records += len(result)
             dones = pending.dones
             if dones is None:
                 pending.answer(result)

@@ -212,6 +212,14 @@ class EmbeddedLog(StreamLog):
     def writer_restarts(self) -> int:
         return 0 if self._process is None else self._process.restarts
 
+    @property
+    def group_commits(self) -> int:
+        return 0 if self._committer is None else self._committer.commits
+
+    @property
+    def committed_records(self) -> int:
+        return 0 if self._committer is None else self._committer.committed_records
+
     async def check_writable(self) -> None:
         """Raise ``Unavailable`` unless a write transaction can be taken now."""
         if self._closed or self._writer is None:

@@ -420,6 +420,17 @@ async def test_a_second_commit_waits_behind_the_first_and_both_answer_in_order(
         assert [r.value for r in records] == [b"a", b"b", b"c"]
 
 
+async def test_group_commits_and_the_records_they_answered_are_counted(log: EmbeddedLog) -> None:
+    assert (log.group_commits, log.committed_records) == (0, 0)
+    await asyncio.gather(*(log.produce("events", None, b"%d" % i) for i in range(50)))
+    await log.produce_batch("events", [NewRecord(value=b"a"), NewRecord(value=b"b")])
+    await log.produce("events", None, b"again", idempotency_key="k")
+    await log.produce("events", None, b"again", idempotency_key="k")
+    assert log.committed_records == 54
+    # Fifty produce calls made together share their commits.
+    assert 4 <= log.group_commits < 20
+
+
 class Answers:
     """Collects what ``produce_soon`` callbacks are called with, by record."""
 
