@@ -301,9 +301,7 @@ class Session:
         except f.FrameError as problem:
             await self._fail(problem.error, problem.request_id)
             return
-        op = type(frame).__struct_config__.tag
-        metrics = self.hub.metrics
-        metrics.child(metrics.ws_frames_in, str(op)).inc()
+        self.hub.frames_in[str(type(frame).__struct_config__.tag)].inc()
         request_id = getattr(frame, "id", None)
         try:
             if isinstance(frame, f.Pong):

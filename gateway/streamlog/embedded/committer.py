@@ -134,7 +134,7 @@ class GroupCommitter:
         """Commits sent and not answered yet."""
         return len(self._in_flight)
 
-    async def submit(self, topic_id: int, records: Sequence[Placed]) -> Awaitable[list[Produced]]:
+    async def submit(self, topic_id: int, records: list[Placed]) -> Awaitable[list[Produced]]:
         """Queue records; await the result for their positions."""
         while self._queued_records + len(records) > self._queue_limit and self._queued_records:
             if self._closing:
@@ -144,11 +144,11 @@ class GroupCommitter:
         if self._closing:
             raise Unavailable("The stream log is shutting down; retry against another gateway.")
         future: asyncio.Future[list[Produced]] = asyncio.get_running_loop().create_future()
-        self._enqueue(Pending(topic_id, list(records), future))
+        self._enqueue(Pending(topic_id, records, future))
         return future
 
     def submit_nowait(
-        self, topic_id: int, records: Sequence[Placed]
+        self, topic_id: int, records: list[Placed]
     ) -> asyncio.Future[list[Produced]] | None:
         """Queue records if there is room now; None when the caller must wait (``submit``)."""
         if self._closing:
@@ -156,7 +156,7 @@ class GroupCommitter:
         if self._queued_records and self._queued_records + len(records) > self._queue_limit:
             return None
         future: asyncio.Future[list[Produced]] = asyncio.get_running_loop().create_future()
-        self._enqueue(Pending(topic_id, list(records), future))
+        self._enqueue(Pending(topic_id, records, future))
         return future
 
     def submit_soon(self, topic_id: int, record: Placed, done: Done) -> bool:
@@ -190,14 +190,10 @@ class GroupCommitter:
         self._queue.append(pending)
         self._queued_records += len(pending.records)
         if not self._send_scheduled and len(self._in_flight) < self._max_in_flight:
-            self._schedule_send()
-
-    def _schedule_send(self) -> None:
-        """Send at the next pass of the loop, with whatever else this pass queues (the
-        caller has checked that a send is neither scheduled nor without room)."""
-        self._idle.clear()
-        self._send_scheduled = True
-        asyncio.get_running_loop().call_soon(self._send)
+            # Sent at the next pass of the loop, with whatever else this pass queues.
+            self._idle.clear()
+            self._send_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send)
 
     def _send(self) -> None:
         self._send_scheduled = False

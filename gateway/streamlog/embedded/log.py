@@ -331,7 +331,7 @@ class EmbeddedLog(StreamLog):
     ) -> Produced:
         entry = self._get(topic)
         waiter = await self._committer_or_fail().submit(
-            entry.id, ((entry.partitioner(key), key, value, headers, idempotency_key),)
+            entry.id, [(entry.partitioner(key), key, value, headers, idempotency_key)]
         )
         return (await waiter)[0]
 
@@ -339,7 +339,9 @@ class EmbeddedLog(StreamLog):
         self, topic: str, key: bytes | None, value: bytes, *, idempotency_key: str | None = None
     ) -> asyncio.Future[Produced]:
         entry = self._get(topic)
-        placed = ((entry.partitioner(key), key, value, (), idempotency_key),)
+        placed: list[transaction.Placed] = [
+            (entry.partitioner(key), key, value, (), idempotency_key)
+        ]
         queued = self._committer_or_fail().submit_nowait(entry.id, placed)
         if queued is None:  # the queue is full: wait for room like ``produce``
             return asyncio.ensure_future(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import sys
 import time
 from collections import defaultdict
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from sqlitelock import write_lock_held
 
 from gateway.errors import InvalidOffset, TopicExists, Unavailable, UnknownTopic
 from gateway.streamlog.embedded import EmbeddedLog
@@ -397,9 +397,7 @@ async def test_a_second_commit_waits_behind_the_first_and_both_answer_in_order(
     async with log:
         committer = log._committer_or_fail()
         # Another connection holds the write lock: the first commit blocks on it.
-        blocker = sqlite3.connect(path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
+        with write_lock_held(path):
             first = asyncio.ensure_future(log.produce("t", None, b"a"))
             await asyncio.sleep(0.05)
             second = asyncio.ensure_future(log.produce("t", None, b"b"))
@@ -410,9 +408,6 @@ async def test_a_second_commit_waits_behind_the_first_and_both_answer_in_order(
             assert committer.in_flight == 2
             assert committer.queued_records == 1
             assert not (first.done() or second.done() or third.done())
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         produced = await asyncio.wait_for(asyncio.gather(first, second, third), 10)
         assert [p.offset for p in produced] == [0, 1, 2]
         assert committer.in_flight == 0
@@ -446,13 +441,6 @@ class Answers:
                 await asyncio.sleep(0.01)
 
 
-def hold_write_lock(path: Path) -> sqlite3.Connection:
-    """Another connection holding the write lock: commits block on it until released."""
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    return blocker
-
-
 async def test_single_records_share_commit_entries_and_keep_their_order(tmp_path: Path) -> None:
     path = tmp_path / "runs.sqlite3"
     log = EmbeddedLog(
@@ -463,8 +451,7 @@ async def test_single_records_share_commit_entries_and_keep_their_order(tmp_path
     answers = Answers()
     async with log:
         committer = log._committer_or_fail()
-        blocker = hold_write_lock(path)
-        try:
+        with write_lock_held(path):
             for i in range(7):
                 log.produce_soon("t", None, b"t%d" % i, answers.callback(f"t{i}"))
             # Seven single records, at most five per commit: two commits in flight.
@@ -481,9 +468,6 @@ async def test_single_records_share_commit_entries_and_keep_their_order(tmp_path
             await asyncio.sleep(0.05)
             assert committer.queued_records == 6
             assert not answers.calls
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         await answers.wait_for(11)
         batch_positions = await asyncio.wait_for(batch, 10)
     assert all(len(calls) == 1 for calls in answers.calls.values())
@@ -498,17 +482,13 @@ async def test_a_failed_commit_answers_every_single_record_of_it(tmp_path: Path)
     log = EmbeddedLog(path, topics=[TopicSpec(name="t", partitions=1)], commit_max_records=5)
     answers = Answers()
     async with log:
-        blocker = hold_write_lock(path)
-        try:
+        with write_lock_held(path):
             for i in range(7):
                 log.produce_soon("t", None, b"%d" % i, answers.callback(str(i)))
             await asyncio.sleep(0.05)
             assert log._process is not None and log._process.pid is not None
             os.kill(log._process.pid, signal.SIGKILL)
             await answers.wait_for(7)
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         assert sorted(answers.calls) == [str(i) for i in range(7)]
         for calls in answers.calls.values():
             assert len(calls) == 1 and isinstance(calls[0], Unavailable)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 from rawws import StalledClient
 from servers import GatewayProcess
+from sqlitelock import write_lock_held
 from wsclient import WsClient, event
 
 from gateway.streamlog.partitioner import partition_for_key
@@ -327,12 +327,10 @@ async def test_a_session_at_its_in_flight_limit_stops_reading_until_acks_go_out(
         )
         return float(line.split()[-1])
 
-    # Another connection holds the log's write lock: no commit ends, no ack goes out.
-    blocker = sqlite3.connect(server.data_dir / "log.sqlite3", isolation_level=None)
     try:
         assert client.read_frames(1, 5)[0]["op"] == "welcome"
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
+        # Another connection holds the log's write lock: no commit ends, no ack goes out.
+        with write_lock_held(server.data_dir / "log.sqlite3"):
             client.send_together(
                 [
                     {"op": "publish", "id": i, "topic": "user-events", "event": event(f"e{i}")}
@@ -342,11 +340,8 @@ async def test_a_session_at_its_in_flight_limit_stops_reading_until_acks_go_out(
             await asyncio.sleep(1.0)
             # Four publishes were taken; the other sixteen wait unread.
             assert publishes_read() == 4
-        finally:
-            blocker.execute("ROLLBACK")
         frames = client.read_frames(20, 15)
     finally:
-        blocker.close()
         client.close()
     acks = [frame for frame in frames if frame["op"] == "ack"]
     assert sorted(ack["id"] for ack in acks) == list(range(20))
