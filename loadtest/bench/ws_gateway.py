@@ -32,12 +32,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from agentmem_client import event_id
 
 from loadtest.bench import bare, fanout_ws, target
 from loadtest.bench.report import machine, percentile, print_table, write_json
 from loadtest.bench.target import SECRET as SECRET  # idle_connections uses it
-from loadtest.bench.wsgen import WsConnection
+from loadtest.bench.wsgen import FrameProtocol, WsConnection
 
 # Importance 0.1: below the memory pipeline's default chain (0.7), so a target running the
 # pipeline (``make run``) reads these records but makes no memories of them.
@@ -103,6 +104,14 @@ async def _connect(endpoint: Endpoint, count: int) -> list[WsConnection]:
     return conns
 
 
+class _Reply(msgspec.Struct):
+    op: str
+    id: int = -1
+
+
+_decode_reply = msgspec.json.Decoder(_Reply).decode
+
+
 async def closed_loop(
     endpoint: Endpoint,
     connections: int,
@@ -111,10 +120,13 @@ async def closed_loop(
     batch: int = 0,
     event_ids: bool = False,
 ) -> dict[str, Any]:
-    conns = await _connect(endpoint, connections)
+    """Each connection keeps ``window`` publishes in flight for ``duration`` seconds: every
+    ack is answered with the next publish, those of one read in one write."""
+    loop = asyncio.get_running_loop()
     latencies: list[float] = []
     acked = 0
     ids = itertools.count()
+    stop = float("inf")
     batch_frame = (
         b'{"op":"publish_batch","id":%d,"topic":"user-events","events":['
         + b",".join([EVENT] * batch)
@@ -128,32 +140,86 @@ async def closed_loop(
             return PUBLISH_WITH_ID % (n, n % 64, event_id().encode())
         return PUBLISH % (n, n % 64)
 
-    async def drive(conn: WsConnection, stop: float) -> None:
-        nonlocal acked
-        sent: dict[int, float] = {}
-        for _ in range(window):
-            n = next(ids)
-            sent[n] = time.perf_counter()
-            conn.send(frame(n))
-        while sent:
-            reply = await conn.recv_json()
-            if reply["op"] not in ("ack", "batch_ack"):
-                raise RuntimeError(reply)
-            now = time.perf_counter()
-            latencies.append(now - sent.pop(reply["id"]))
-            acked += batch or 1
-            if now < stop:
-                n = next(ids)
-                sent[n] = time.perf_counter()
-                conn.send(frame(n))
+    class Driver:
+        def __init__(self) -> None:
+            self.sent: dict[int, float] = {}
+            self.welcomed = loop.create_future()
+            self.drained = loop.create_future()
+            self.protocol: FrameProtocol | None = None
 
+        def fail(self, error: Exception) -> None:
+            for future in (self.welcomed, self.drained):
+                if not future.done():
+                    future.set_exception(error)
+
+        def start(self) -> None:
+            assert self.protocol is not None
+            now = time.perf_counter()
+            out = []
+            for _ in range(window):
+                n = next(ids)
+                self.sent[n] = now
+                out.append(frame(n))
+            self.protocol.send(out)
+
+        def on_messages(self, messages: list[bytes]) -> None:
+            nonlocal acked
+            now = time.perf_counter()
+            sent = self.sent
+            out = []
+            for message in messages:
+                reply = _decode_reply(message)
+                if reply.op == "ack" or reply.op == "batch_ack":
+                    latencies.append(now - sent.pop(reply.id))
+                    acked += batch or 1
+                    if now < stop:
+                        n = next(ids)
+                        sent[n] = now
+                        out.append(frame(n))
+                elif reply.op == "welcome":
+                    self.welcomed.set_result(None)
+                else:
+                    self.fail(RuntimeError(message[:300]))
+                    return
+            if out:
+                assert self.protocol is not None
+                self.protocol.send(out)
+            elif not sent and now >= stop and not self.drained.done():
+                self.drained.set_result(None)
+
+    drivers = [Driver() for _ in range(connections)]
+    tokens = endpoint.tokens
+    for first in range(0, connections, 100):
+        group = range(first, min(connections, first + 100))
+        opened = await asyncio.gather(
+            *(
+                FrameProtocol.open(
+                    endpoint.host,
+                    endpoint.port,
+                    f"/ws?token={tokens[n]}" if tokens else "/ws",
+                    drivers[n].on_messages,
+                    drivers[n].fail,
+                )
+                for n in group
+            )
+        )
+        for n, protocol in zip(group, opened, strict=True):
+            drivers[n].protocol = protocol
+    if tokens:
+        await asyncio.gather(*(d.welcomed for d in drivers))
     cpu = time.process_time()
     started = time.perf_counter()
-    await asyncio.gather(*(drive(c, started + duration) for c in conns))
+    stop = started + duration
+    for driver in drivers:
+        driver.start()
+    await asyncio.sleep(duration)
+    # Each connection ends when the publishes it sent before the stop time are answered.
+    await asyncio.gather(*(d.drained for d in drivers))
     elapsed = time.perf_counter() - started
     generator_cpu = (time.process_time() - cpu) / elapsed
-    for conn in conns:
-        conn.close()
+    for driver in drivers:
+        assert driver.protocol is not None
+        driver.protocol.close()
     return {
         "events_per_s": acked / elapsed,
         "p50_ms": percentile(latencies, 50) * 1000,
