@@ -1,12 +1,18 @@
 """A session's bounded send queue, drained by one writer task.
 
 Replies (acks, errors, pongs) are always queued: they are bounded by the session's limit on
-publishes in flight. Deliveries are queued only while the queue is under its frame and
-byte bounds; ``offer`` returning False tells the subscription to pause and catch up from
-the log later, so a slow client never makes fan-out wait and never loses a record. The
-writer hands every queued frame to one ``write`` call, so frames that are ready together
-go out together, and a lone frame goes out at once. Frames being written still count
-against the bounds until the write returns.
+publishes in flight. Replies queued while the queue is idle are sent by one callback in the
+loop's next pass, all in one ``direct`` call, rather than by waking the writer task: the
+acks of one commit reach a session together, and a scheduled call is cheaper than a task
+wake-up (an event set, a future, a task step). When ``direct`` refuses (the socket pushes
+back), the writer takes them as before.
+
+Deliveries are queued only while the queue is under its frame and byte bounds; ``offer``
+returning False tells the subscription to pause and catch up from the log later, so a slow
+client never makes fan-out wait and never loses a record. The writer hands every queued
+frame to one ``write`` call, so frames that are ready together go out together, and a lone
+frame goes out at once. Frames being written still count against the bounds until the
+write returns.
 
 A delivery offered to an empty queue, with no write in progress, may skip the queue and the
 writer task: ``direct`` sends it at once when the connection can take it (at most
@@ -52,6 +58,7 @@ class Outbox:
         self._full_since: float | None = None
         self._closed = False
         self._in_write = 0
+        self._send_scheduled = False
         self.sent_frames = 0
 
     @property
@@ -77,9 +84,31 @@ class Outbox:
         frames = self._frames
         if not frames:
             # Behind queued frames the writer is awake already, or will drain them first.
-            self._ready.set()
+            if self._direct is not None and not self._in_write:
+                if not self._send_scheduled:
+                    self._send_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._send_replies)
+            else:
+                self._ready.set()
         frames.append(frame)
         self._bytes += len(frame)
+
+    def _send_replies(self) -> None:
+        """The end of a pass in which replies were queued to an idle queue: send what is
+        queued in one ``direct`` call, or leave it to the writer."""
+        self._send_scheduled = False
+        frames = self._frames
+        if not frames or self._in_write or self._closed:
+            # The writer took them (a delivery queued behind them woke it), or will.
+            return
+        batch = list(frames)
+        assert self._direct is not None
+        if self._direct(batch):
+            frames.clear()
+            self._bytes -= sum(map(len, batch))
+            self.sent_frames += len(batch)
+        else:
+            self._ready.set()
 
     def offer(self, frame: bytes) -> bool:
         """Queue a delivery if there is room; False (and nothing queued) otherwise."""

@@ -44,6 +44,44 @@ async def test_a_delivery_to_an_idle_queue_is_sent_at_once() -> None:
     assert peer.sent == [b"a"] and outbox.depth == 0 and outbox.sent_frames == 1
 
 
+async def test_replies_of_one_pass_go_out_together_without_the_writer() -> None:
+    peer = Connection()
+    calls: list[list[bytes]] = []
+
+    def direct(frames: list[bytes]) -> bool:
+        calls.append(list(frames))
+        return peer.direct(frames)
+
+    outbox = Outbox(peer.write, max_frames=4, max_bytes=1_000, direct=direct)
+    for reply in (b"ack-1", b"ack-2", b"ack-3"):
+        outbox.put(reply)
+    assert peer.sent == [] and outbox.depth == 3  # sent in the loop's next pass
+    await settle()
+    # No writer task exists: one scheduled call sent all three in one write.
+    assert calls == [[b"ack-1", b"ack-2", b"ack-3"]]
+    assert outbox.depth == 0 and outbox.sent_frames == 3 and outbox.has_room()
+    outbox.put(b"ack-4")
+    await settle()
+    assert calls[-1] == [b"ack-4"] and peer.sent[-1] == b"ack-4"
+
+
+async def test_replies_the_socket_refuses_are_written_by_the_writer() -> None:
+    peer = Connection()
+    peer.accepts_direct = False  # the socket pushes back
+    outbox = Outbox(peer.write, max_frames=4, max_bytes=1_000, direct=peer.direct)
+    outbox.put(b"ack-1")
+    outbox.put(b"ack-2")
+    await settle()
+    assert peer.sent == [] and outbox.depth == 2  # refused, and no writer yet
+    writer = asyncio.create_task(outbox.run())
+    try:
+        await settle()
+        assert peer.sent == [b"ack-1", b"ack-2"] and outbox.depth == 0
+    finally:
+        outbox.close()
+        await writer
+
+
 async def test_frames_queued_or_in_write_keep_their_place() -> None:
     peer = Connection()
     outbox = Outbox(peer.write, max_frames=8, max_bytes=1_000, direct=peer.direct)
