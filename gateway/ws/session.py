@@ -4,8 +4,8 @@ Each frame is decoded and handled without waiting for the log: a publish is hand
 log with a callback that answers with an ``ack`` once the record is durable, so a client
 may keep many publishes in flight (up to ``ws_max_in_flight``, after which the session
 stops reading and TCP pushes back). Every reply and delivery goes through the session's
-``Outbox`` (its bounded send queue and writer). Bad frames are answered with ``error`` frames and
-never end the session by themselves.
+``Outbox`` (its bounded send queue and writer). Bad frames are answered with ``error``
+frames and never end the session by themselves.
 
 Frames arrive two ways. On the gateway's own transport, publishes, pings and pongs are
 handled inline, in the transport's ``data_received`` (``_on_message``): no ASGI message,

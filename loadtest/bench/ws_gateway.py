@@ -104,6 +104,10 @@ async def _connect(endpoint: Endpoint, count: int) -> list[WsConnection]:
     return conns
 
 
+DRAIN_TIMEOUT_S = 30.0
+"""How long a closed loop waits, after its run, for the acks of publishes still in flight."""
+
+
 class _Reply(msgspec.Struct):
     op: str
     id: int = -1
@@ -214,7 +218,14 @@ async def closed_loop(
         driver.start()
     await asyncio.sleep(duration)
     # Each connection ends when the publishes it sent before the stop time are answered.
-    await asyncio.gather(*(d.drained for d in drivers))
+    try:
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            await asyncio.gather(*(d.drained for d in drivers))
+    except TimeoutError:
+        unanswered = sum(len(d.sent) for d in drivers)
+        raise RuntimeError(
+            f"{unanswered} publishes still unanswered {DRAIN_TIMEOUT_S:.0f} s after the run"
+        ) from None
     elapsed = time.perf_counter() - started
     generator_cpu = (time.process_time() - cpu) / elapsed
     for driver in drivers:
