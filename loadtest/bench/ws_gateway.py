@@ -192,9 +192,43 @@ async def closed_loop(
                 self.drained.set_result(None)
 
     drivers = [Driver() for _ in range(connections)]
+    try:
+        await _open_all(endpoint, drivers)
+        cpu = time.process_time()
+        started = time.perf_counter()
+        stop = started + duration
+        for driver in drivers:
+            driver.start()
+        await asyncio.sleep(duration)
+        # Each connection ends when the publishes it sent before the stop time are answered.
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await asyncio.gather(*(d.drained for d in drivers))
+        except TimeoutError:
+            unanswered = sum(len(d.sent) for d in drivers)
+            raise RuntimeError(
+                f"{unanswered} publishes still unanswered {DRAIN_TIMEOUT_S:.0f} s after the run"
+            ) from None
+        elapsed = time.perf_counter() - started
+        generator_cpu = (time.process_time() - cpu) / elapsed
+    finally:
+        for driver in drivers:
+            if driver.protocol is not None:
+                driver.protocol.close()
+    return {
+        "events_per_s": acked / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "generator_cpu": generator_cpu,
+    }
+
+
+async def _open_all(endpoint: Endpoint, drivers: Sequence[Any]) -> None:
+    """Connect a ``FrameProtocol`` for each closed-loop driver, 100 at a time, and wait for
+    each gateway session's welcome."""
     tokens = endpoint.tokens
-    for first in range(0, connections, 100):
-        group = range(first, min(connections, first + 100))
+    for first in range(0, len(drivers), 100):
+        group = range(first, min(len(drivers), first + 100))
         opened = await asyncio.gather(
             *(
                 FrameProtocol.open(
@@ -211,32 +245,6 @@ async def closed_loop(
             drivers[n].protocol = protocol
     if tokens:
         await asyncio.gather(*(d.welcomed for d in drivers))
-    cpu = time.process_time()
-    started = time.perf_counter()
-    stop = started + duration
-    for driver in drivers:
-        driver.start()
-    await asyncio.sleep(duration)
-    # Each connection ends when the publishes it sent before the stop time are answered.
-    try:
-        async with asyncio.timeout(DRAIN_TIMEOUT_S):
-            await asyncio.gather(*(d.drained for d in drivers))
-    except TimeoutError:
-        unanswered = sum(len(d.sent) for d in drivers)
-        raise RuntimeError(
-            f"{unanswered} publishes still unanswered {DRAIN_TIMEOUT_S:.0f} s after the run"
-        ) from None
-    elapsed = time.perf_counter() - started
-    generator_cpu = (time.process_time() - cpu) / elapsed
-    for driver in drivers:
-        assert driver.protocol is not None
-        driver.protocol.close()
-    return {
-        "events_per_s": acked / elapsed,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "generator_cpu": generator_cpu,
-    }
 
 
 async def open_loop(

@@ -61,7 +61,7 @@ async def test_sigkill_mid_stream_loses_and_repeats_nothing(
     received: list[Event] = []
     publisher_changes: list[StateChange] = []
     subscriber_changes: list[StateChange] = []
-    killed = asyncio.Event()
+    deliveries_begun = asyncio.Event()
     restarted: list[Any] = []
     at_kill: dict[str, int] = {}
 
@@ -85,15 +85,18 @@ async def test_sigkill_mid_stream_loses_and_repeats_nothing(
         async def consume() -> None:
             async for event in sub:
                 received.append(event)
+                deliveries_begun.set()
                 if len(received) >= N:
                     return
 
         consumer = asyncio.create_task(consume())
         window = asyncio.Semaphore(IN_FLIGHT)
-        restart_task: asyncio.Task[None] | None = None
 
         async def publish(event_id: str, index: int) -> None:
-            nonlocal restart_task
+            if index >= KILL_AT:
+                # Acks can run ahead of deliveries by more than KILL_AT records: the rest of
+                # the stream waits for the first delivery, so that the kill finds both going.
+                await deliveries_begun.wait()
             async with window:
                 event = {"type": "user_interaction", "id": event_id, "payload": {"action": "k"}}
                 try:
@@ -102,26 +105,21 @@ async def test_sigkill_mid_stream_loses_and_repeats_nothing(
                     failures.append(exc)
                     return
                 acks[event_id].append(ack)
-                # The first ack from KILL_AT on that leaves publishes in flight (acks come in
-                # batches, and one batch can answer every publish sent so far) once deliveries
-                # have begun (acks can run ahead of them by more than KILL_AT records).
-                in_flight = bool(publisher._pending) and bool(received)
-                if sum(map(len, acks.values())) >= KILL_AT and in_flight and not killed.is_set():
-                    killed.set()
-                    at_kill.update(pending=len(publisher._pending), received=len(received))
-                    server.kill()  # SIGKILL, with publishes and deliveries in flight
-                    restart_task = asyncio.create_task(restart())
 
-        async def restarted_in_time() -> None:
-            await killed.wait()
-            assert restart_task is not None
-            await restart_task  # a gateway that fails to restart fails the test now
+        async def kill_mid_stream() -> None:
+            # Watched from outside the publishes: the acks of one commit can answer every
+            # publish in flight, so no publish sees others in flight as its own ack arrives.
+            while not (sum(map(len, acks.values())) >= KILL_AT and received and publisher._pending):
+                await asyncio.sleep(0.001)
+            at_kill.update(pending=len(publisher._pending), received=len(received))
+            server.kill()  # SIGKILL, with publishes and deliveries in flight
+            await restart()  # a gateway that fails to restart fails the test now
 
         async with asyncio.timeout(40):
             await asyncio.gather(
                 *(publish(event_id, i) for i, event_id in enumerate(ids)),
                 consumer,
-                restarted_in_time(),
+                kill_mid_stream(),
             )
             # Anything repeated after the last expected record would show up here.
             await asyncio.sleep(0.3)
