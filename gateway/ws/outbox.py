@@ -83,7 +83,7 @@ class Outbox:
             return
         frames = self._frames
         if not frames:
-            # Behind queued frames the writer is awake already, or will drain them first.
+            # Behind queued frames a send is scheduled, or the writer is awake already.
             if self._direct is not None and not self._in_write:
                 if not self._send_scheduled:
                     self._send_scheduled = True

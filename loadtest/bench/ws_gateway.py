@@ -123,9 +123,12 @@ async def closed_loop(
     duration: float,
     batch: int = 0,
     event_ids: bool = False,
+    drain_timeout: float = DRAIN_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Each connection keeps ``window`` publishes in flight for ``duration`` seconds: every
-    ack is answered with the next publish, those of one read in one write."""
+    ack is answered with the next publish, those of one read in one write. A reply that is
+    not an ack, a connection closed by the server, or publishes still unanswered
+    ``drain_timeout`` seconds after the run fail it."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     acked = 0
@@ -155,6 +158,8 @@ async def closed_loop(
             for future in (self.welcomed, self.drained):
                 if not future.done():
                     future.set_exception(error)
+                    # Marked as seen: a run fails before, or without, awaiting one of them.
+                    future.exception()
 
         def start(self) -> None:
             assert self.protocol is not None
@@ -202,12 +207,12 @@ async def closed_loop(
         await asyncio.sleep(duration)
         # Each connection ends when the publishes it sent before the stop time are answered.
         try:
-            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            async with asyncio.timeout(drain_timeout):
                 await asyncio.gather(*(d.drained for d in drivers))
         except TimeoutError:
             unanswered = sum(len(d.sent) for d in drivers)
             raise RuntimeError(
-                f"{unanswered} publishes still unanswered {DRAIN_TIMEOUT_S:.0f} s after the run"
+                f"{unanswered} publishes still unanswered {drain_timeout:g} s after the run"
             ) from None
         elapsed = time.perf_counter() - started
         generator_cpu = (time.process_time() - cpu) / elapsed

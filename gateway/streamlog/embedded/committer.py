@@ -249,15 +249,5 @@ class GroupCommitter:
         for pending, result in zip(batch, outcome, strict=True):
             topic_ids.add(pending.topic_id)
             self.committed_records += len(result)
-            dones = pending.dones
-            if dones is None:
-                pending.answer(result)
-                continue
-            # Single records' callbacks, called here rather than through ``answer``: this
-            # loop runs once per record acknowledged.
-            for done, produced in zip(dones, result, strict=True):
-                try:
-                    done(produced)
-                except Exception:
-                    logger.exception("produce_callback_failed")
+            pending.answer(result)
         self._on_commit(topic_ids)

@@ -16,6 +16,7 @@ class Connection:
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.direct_calls: list[list[bytes]] = []
         self.accepts_direct = True
         self.release = asyncio.Event()
         self.release.set()
@@ -25,6 +26,7 @@ class Connection:
         self.sent.extend(frames)
 
     def direct(self, frames: list[bytes]) -> bool:
+        self.direct_calls.append(list(frames))
         if not self.accepts_direct:
             return False
         self.sent.extend(frames)
@@ -46,13 +48,8 @@ async def test_a_delivery_to_an_idle_queue_is_sent_at_once() -> None:
 
 async def test_replies_of_one_pass_go_out_together_without_the_writer() -> None:
     peer = Connection()
-    calls: list[list[bytes]] = []
-
-    def direct(frames: list[bytes]) -> bool:
-        calls.append(list(frames))
-        return peer.direct(frames)
-
-    outbox = Outbox(peer.write, max_frames=4, max_bytes=1_000, direct=direct)
+    calls = peer.direct_calls
+    outbox = Outbox(peer.write, max_frames=4, max_bytes=1_000, direct=peer.direct)
     for reply in (b"ack-1", b"ack-2", b"ack-3"):
         outbox.put(reply)
     assert peer.sent == [] and outbox.depth == 3  # sent in the loop's next pass
@@ -122,13 +119,8 @@ async def test_a_refused_direct_send_falls_back_to_the_bounded_queue() -> None:
 
 async def test_offer_all_sends_a_batch_to_an_idle_queue_in_one_call() -> None:
     peer = Connection()
-    calls: list[list[bytes]] = []
-
-    def direct(frames: list[bytes]) -> bool:
-        calls.append(list(frames))
-        return peer.direct(frames)
-
-    outbox = Outbox(peer.write, max_frames=4, max_bytes=1_000, direct=direct)
+    calls = peer.direct_calls
+    outbox = Outbox(peer.write, max_frames=4, max_bytes=1_000, direct=peer.direct)
     assert outbox.offer_all([b"a", b"b", b"c"])
     assert calls == [[b"a", b"b", b"c"]] and peer.sent == [b"a", b"b", b"c"]
     assert outbox.depth == 0 and outbox.sent_frames == 3
